@@ -1,0 +1,265 @@
+//! The seed file: one JSON format for tests, the demo and operators.
+//! Seeding upserts by id through the store, so running it twice is
+//! harmless and it can never drift from the schema the relay reads.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::hash_key;
+use crate::store::records::AccountKind;
+use crate::store::{AccountRecord, AuthScheme, KeyRecord, Store};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedFile {
+    #[serde(default)]
+    pub accounts: Vec<SeedAccount>,
+    #[serde(default)]
+    pub keys: Vec<SeedKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedAccount {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub kind: AccountKind,
+    pub base_url: String,
+    pub credential: String,
+    #[serde(default)]
+    pub auth_scheme: AuthScheme,
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    #[serde(default = "yes")]
+    pub schedulable: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedKey {
+    pub id: String,
+    pub name: String,
+    /// The key itself, hashed on load ...
+    pub key: Option<String>,
+    /// ... or, for a key imported from elsewhere, its hash (pepper applied).
+    pub key_sha256: Option<String>,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+}
+
+fn default_priority() -> u32 {
+    50
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a seeding run wrote.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SeedReport {
+    pub accounts: usize,
+    pub keys: usize,
+}
+
+impl SeedFile {
+    /// Reads the file, replacing `${VAR}` in every string from `var`.
+    pub fn load(path: &Path, var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<SeedFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading seed file {}", path.display()))?;
+        SeedFile::parse(&text, var).with_context(|| format!("in seed file {}", path.display()))
+    }
+
+    pub fn parse(text: &str, var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<SeedFile> {
+        let mut value: Value = serde_json::from_str(text)?;
+        substitute(&mut value, var)?;
+        let seed: SeedFile = serde_json::from_value(value)?;
+        seed.check()?;
+        Ok(seed)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let mut ids = std::collections::HashSet::new();
+        for account in &self.accounts {
+            if !ids.insert(("account", account.id.as_str())) {
+                bail!("account id {} appears twice", account.id);
+            }
+            if crate::upstream::client::join_url(&account.base_url, "/").is_none() {
+                bail!(
+                    "account {}: base_url {:?} is not an http(s) URL",
+                    account.id,
+                    account.base_url
+                );
+            }
+        }
+        for key in &self.keys {
+            if !ids.insert(("key", key.id.as_str())) {
+                bail!("key id {} appears twice", key.id);
+            }
+            match (&key.key, &key.key_sha256) {
+                (Some(_), None) => {}
+                (None, Some(hash)) if is_sha256_hex(hash) => {}
+                (None, Some(_)) => bail!(
+                    "key {}: key_sha256 must be 64 lowercase hex characters",
+                    key.id
+                ),
+                _ => bail!("key {}: give exactly one of `key` and `key_sha256`", key.id),
+            }
+        }
+        Ok(())
+    }
+
+    /// Upserts every record. Keys are hashed here; the key text is dropped.
+    pub async fn apply(
+        &self,
+        store: &Store,
+        pepper: Option<&SecretString>,
+    ) -> anyhow::Result<SeedReport> {
+        for account in &self.accounts {
+            store.put_account(&account.record()).await?;
+        }
+        for key in &self.keys {
+            store.put_key(&key.record(pepper)).await?;
+        }
+        Ok(SeedReport {
+            accounts: self.accounts.len(),
+            keys: self.keys.len(),
+        })
+    }
+}
+
+impl SeedAccount {
+    fn record(&self) -> AccountRecord {
+        AccountRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            kind: self.kind,
+            base_url: self.base_url.clone(),
+            credential: self.credential.clone(),
+            auth_scheme: self.auth_scheme,
+            priority: self.priority,
+            schedulable: self.schedulable,
+        }
+    }
+}
+
+impl SeedKey {
+    fn record(&self, pepper: Option<&SecretString>) -> KeyRecord {
+        let key_sha256 = match (&self.key, &self.key_sha256) {
+            (Some(key), _) => hash_key(key, pepper),
+            (None, Some(hash)) => hash.clone(),
+            (None, None) => String::new(),
+        };
+        KeyRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            key_sha256,
+            disabled: self.disabled,
+            allowed_clients: self.allowed_clients.clone(),
+            allowed_models: self.allowed_models.clone(),
+        }
+    }
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Replaces `${NAME}` in every string of the document.
+fn substitute(value: &mut Value, var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    match value {
+        Value::String(text) => *text = expand(text, var)?,
+        Value::Array(items) => {
+            for item in items {
+                substitute(item, var)?;
+            }
+        }
+        Value::Object(map) => {
+            for item in map.values_mut() {
+                substitute(item, var)?;
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
+}
+
+fn expand(text: &str, var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .with_context(|| format!("unclosed ${{ in {text:?}"))?;
+        let name = &after[..end];
+        let value = var(name).with_context(|| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "MOCK_URL").then(|| "http://127.0.0.1:9".to_owned())
+    }
+
+    #[test]
+    fn variables_are_replaced_and_unset_ones_named() {
+        let ok = SeedFile::parse(
+            r#"{"accounts":[{"id":"a","name":"A","base_url":"${MOCK_URL}/x","credential":"c"}]}"#,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(ok.accounts[0].base_url, "http://127.0.0.1:9/x");
+
+        let err = SeedFile::parse(
+            r#"{"accounts":[{"id":"a","name":"A","base_url":"${NOPE}","credential":"c"}]}"#,
+            &env,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("NOPE is not set"), "{err:#}");
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let err = SeedFile::parse(
+            r#"{"keys":[{"id":"k","name":"K","key":"x","colour":1}]}"#,
+            &env,
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+    }
+
+    #[test]
+    fn a_key_needs_exactly_one_of_key_and_hash() {
+        for keys in [
+            r#"[{"id":"k","name":"K"}]"#,
+            r#"[{"id":"k","name":"K","key":"x","key_sha256":"00"}]"#,
+            r#"[{"id":"k","name":"K","key_sha256":"ABC"}]"#,
+        ] {
+            assert!(
+                SeedFile::parse(&format!(r#"{{"keys":{keys}}}"#), &env).is_err(),
+                "{keys}"
+            );
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Builds the router and its state, and runs the server until stopped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::{Json, Router, middleware};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::RelayError;
+use crate::store::Store;
+use crate::upstream::UpstreamClient;
+use crate::{observe, relay};
+
+/// Shared by every request; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub upstream: UpstreamClient,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    config: Arc<Config>,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free port) and builds the router.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let config = Arc::new(config);
+        let state = AppState {
+            store: Store::connect(&config.redis)?,
+            upstream: UpstreamClient::new(&config.upstream)?,
+            config: Arc::clone(&config),
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Application {
+            listener,
+            router: router(state),
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `stop` resolves, then stops accepting and lets running
+    /// requests (streams included) finish, up to the shutdown grace.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let grace = self.config.shutdown_grace;
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        // Nagle's algorithm holds small SSE events back until the peer's
+        // delayed ACK (about 40 ms a hop); streams must not wait for that.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, self.router).with_graceful_shutdown(async move {
+            stop.await;
+            let _ = stopping_tx.send(());
+        });
+        let server = tokio::spawn(async move { server.await });
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => return Ok(result??),
+            _ = stopping_rx => {}
+        }
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "stopping: draining open requests"
+        );
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => Ok(result??),
+            Err(_) => {
+                tracing::warn!("grace period over; closing the remaining connections");
+                server.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/messages", post(relay::messages))
+        .route("/v1/messages/count_tokens", post(relay::count_tokens))
+        .route("/v1/models", get(relay::models))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware::from_fn(observe::observe))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(err) => relay::store_error(err).into_response(),
+    }
+}
+
+async fn not_found(request: Request) -> RelayError {
+    RelayError::NotFound {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    }
+}
+
+async fn method_not_allowed(request: Request) -> RelayError {
+    RelayError::MethodNotAllowed {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

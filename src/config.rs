@@ -1,0 +1,400 @@
+//! Layered configuration: defaults, then a TOML file, then `RELAY_*`
+//! environment variables, each layer overriding the one below. Parsed once
+//! into validated types; secrets come only from the environment or files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::auth::clients::ClientRule;
+
+const MIB: usize = 1024 * 1024;
+
+/// The validated configuration the relay runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub redis: RedisSettings,
+    pub body_limit_bytes: usize,
+    pub upstream: UpstreamSettings,
+    /// Client kinds a key may be restricted to, built-ins first.
+    pub clients: Vec<ClientRule>,
+    pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
+    pub secrets: Secrets,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_attempts: usize,
+    /// Request header names forwarded on top of the built-in allow-list.
+    pub extra_forward_headers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub key_pepper: Option<SecretString>,
+    pub admin_token: Option<SecretString>,
+    pub account_key: Option<SecretString>,
+    pub plaintext_credentials: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => bail!("log format must be `text` or `json`, not `{other}`"),
+        }
+    }
+}
+
+/// One layer of settings, as written in the TOML file or the environment.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub listen: Option<SocketAddr>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
+    pub redis_connect_timeout_ms: Option<u64>,
+    pub redis_response_timeout_ms: Option<u64>,
+    pub body_limit_mb: Option<usize>,
+    pub upstream_connect_timeout_secs: Option<u64>,
+    pub upstream_first_byte_timeout_secs: Option<u64>,
+    pub upstream_idle_timeout_secs: Option<u64>,
+    pub max_attempts: Option<usize>,
+    pub forward_headers: Option<Vec<String>>,
+    pub log_format: Option<LogFormat>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub plaintext_credentials: Option<bool>,
+    /// Extra client kinds (name + matchers), added to the built-in ones.
+    pub clients: Option<Vec<ClientRule>>,
+}
+
+impl Layer {
+    pub fn from_toml_file(path: &Path) -> anyhow::Result<Layer> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Reads `RELAY_*` variables through `var` (the process environment in
+    /// production, a map in tests).
+    pub fn from_env(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Layer> {
+        let mut layer = Layer::default();
+        set(&mut layer.listen, var, "RELAY_LISTEN")?;
+        set(&mut layer.redis_url, var, "RELAY_REDIS_URL")?;
+        set(&mut layer.redis_prefix, var, "RELAY_REDIS_PREFIX")?;
+        set(
+            &mut layer.redis_connect_timeout_ms,
+            var,
+            "RELAY_REDIS_CONNECT_TIMEOUT_MS",
+        )?;
+        set(
+            &mut layer.redis_response_timeout_ms,
+            var,
+            "RELAY_REDIS_RESPONSE_TIMEOUT_MS",
+        )?;
+        set(&mut layer.body_limit_mb, var, "RELAY_BODY_LIMIT_MB")?;
+        set(
+            &mut layer.upstream_connect_timeout_secs,
+            var,
+            "RELAY_UPSTREAM_CONNECT_TIMEOUT_SECS",
+        )?;
+        set(
+            &mut layer.upstream_first_byte_timeout_secs,
+            var,
+            "RELAY_UPSTREAM_FIRST_BYTE_TIMEOUT_SECS",
+        )?;
+        set(
+            &mut layer.upstream_idle_timeout_secs,
+            var,
+            "RELAY_UPSTREAM_IDLE_TIMEOUT_SECS",
+        )?;
+        set(&mut layer.max_attempts, var, "RELAY_MAX_ATTEMPTS")?;
+        set(&mut layer.log_format, var, "RELAY_LOG_FORMAT")?;
+        set(
+            &mut layer.shutdown_grace_secs,
+            var,
+            "RELAY_SHUTDOWN_GRACE_SECS",
+        )?;
+        set(
+            &mut layer.plaintext_credentials,
+            var,
+            "RELAY_PLAINTEXT_CREDENTIALS",
+        )?;
+        if let Some(list) = var("RELAY_FORWARD_HEADERS") {
+            layer.forward_headers = Some(split_list(&list));
+        }
+        Ok(layer)
+    }
+
+    /// `self` over `below`: a value set here wins.
+    fn over(self, below: Layer) -> Layer {
+        Layer {
+            listen: self.listen.or(below.listen),
+            redis_url: self.redis_url.or(below.redis_url),
+            redis_prefix: self.redis_prefix.or(below.redis_prefix),
+            redis_connect_timeout_ms: self
+                .redis_connect_timeout_ms
+                .or(below.redis_connect_timeout_ms),
+            redis_response_timeout_ms: self
+                .redis_response_timeout_ms
+                .or(below.redis_response_timeout_ms),
+            body_limit_mb: self.body_limit_mb.or(below.body_limit_mb),
+            upstream_connect_timeout_secs: self
+                .upstream_connect_timeout_secs
+                .or(below.upstream_connect_timeout_secs),
+            upstream_first_byte_timeout_secs: self
+                .upstream_first_byte_timeout_secs
+                .or(below.upstream_first_byte_timeout_secs),
+            upstream_idle_timeout_secs: self
+                .upstream_idle_timeout_secs
+                .or(below.upstream_idle_timeout_secs),
+            max_attempts: self.max_attempts.or(below.max_attempts),
+            forward_headers: self.forward_headers.or(below.forward_headers),
+            log_format: self.log_format.or(below.log_format),
+            shutdown_grace_secs: self.shutdown_grace_secs.or(below.shutdown_grace_secs),
+            plaintext_credentials: self.plaintext_credentials.or(below.plaintext_credentials),
+            clients: self.clients.or(below.clients),
+        }
+    }
+}
+
+fn set<T>(
+    slot: &mut Option<T>,
+    var: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+) -> anyhow::Result<()>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    if let Some(raw) = var(name) {
+        let value = raw
+            .trim()
+            .parse()
+            .map_err(|err| anyhow::anyhow!("{name}={raw:?} is not valid: {err}"))?;
+        *slot = Some(value);
+    }
+    Ok(())
+}
+
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every `RELAY_*` name the relay reads; anything else under the prefix is
+/// a typo and refused.
+const KNOWN_VARS: &[&str] = &[
+    "RELAY_LISTEN",
+    "RELAY_REDIS_URL",
+    "RELAY_REDIS_PREFIX",
+    "RELAY_REDIS_CONNECT_TIMEOUT_MS",
+    "RELAY_REDIS_RESPONSE_TIMEOUT_MS",
+    "RELAY_BODY_LIMIT_MB",
+    "RELAY_UPSTREAM_CONNECT_TIMEOUT_SECS",
+    "RELAY_UPSTREAM_FIRST_BYTE_TIMEOUT_SECS",
+    "RELAY_UPSTREAM_IDLE_TIMEOUT_SECS",
+    "RELAY_MAX_ATTEMPTS",
+    "RELAY_FORWARD_HEADERS",
+    "RELAY_LOG_FORMAT",
+    "RELAY_SHUTDOWN_GRACE_SECS",
+    "RELAY_PLAINTEXT_CREDENTIALS",
+    "RELAY_CONFIG",
+    "RELAY_ACCOUNT_KEY",
+    "RELAY_ACCOUNT_KEY_FILE",
+    "RELAY_KEY_PEPPER",
+    "RELAY_KEY_PEPPER_FILE",
+    "RELAY_ADMIN_TOKEN",
+    "RELAY_ADMIN_TOKEN_FILE",
+];
+
+impl Config {
+    /// Defaults < `file` < the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let unknown: Vec<String> = std::env::vars()
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with("RELAY_") && !KNOWN_VARS.contains(&name.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            bail!(
+                "unknown settings in the environment: {}",
+                unknown.join(", ")
+            );
+        }
+        let env = |name: &str| std::env::var(name).ok();
+        let file_layer = match file {
+            Some(path) => Layer::from_toml_file(path)?,
+            None => Layer::default(),
+        };
+        let layer = Layer::from_env(&env)?.over(file_layer);
+        Config::from_layer(layer, Secrets::from_env(&env)?)
+    }
+
+    /// Applies defaults and checks the result.
+    pub fn from_layer(layer: Layer, secrets: Secrets) -> anyhow::Result<Config> {
+        let defaults = Config::default();
+        let body_limit_bytes = match layer.body_limit_mb {
+            Some(0) => bail!("body_limit_mb must be at least 1"),
+            Some(mb) => mb.checked_mul(MIB).context("body_limit_mb is too large")?,
+            None => defaults.body_limit_bytes,
+        };
+        let max_attempts = layer.max_attempts.unwrap_or(defaults.upstream.max_attempts);
+        if max_attempts == 0 {
+            bail!("max_attempts must be at least 1");
+        }
+        let mut clients = defaults.clients;
+        for rule in layer.clients.unwrap_or_default() {
+            if clients.iter().any(|known| known.name == rule.name) {
+                bail!("client kind `{}` is defined twice", rule.name);
+            }
+            clients.push(rule);
+        }
+        let redis = RedisSettings {
+            url: layer
+                .redis_url
+                .map(SecretString::from)
+                .unwrap_or(defaults.redis.url),
+            prefix: layer.redis_prefix.unwrap_or(defaults.redis.prefix),
+            connect_timeout: millis_or(
+                layer.redis_connect_timeout_ms,
+                defaults.redis.connect_timeout,
+            ),
+            response_timeout: millis_or(
+                layer.redis_response_timeout_ms,
+                defaults.redis.response_timeout,
+            ),
+        };
+        let upstream = UpstreamSettings {
+            connect_timeout: secs_or(
+                layer.upstream_connect_timeout_secs,
+                defaults.upstream.connect_timeout,
+            ),
+            first_byte_timeout: secs_or(
+                layer.upstream_first_byte_timeout_secs,
+                defaults.upstream.first_byte_timeout,
+            ),
+            idle_timeout: secs_or(
+                layer.upstream_idle_timeout_secs,
+                defaults.upstream.idle_timeout,
+            ),
+            max_attempts,
+            extra_forward_headers: layer
+                .forward_headers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|name| name.to_ascii_lowercase())
+                .collect(),
+        };
+        let mut secrets = secrets;
+        secrets.plaintext_credentials = layer
+            .plaintext_credentials
+            .unwrap_or(secrets.plaintext_credentials);
+        Ok(Config {
+            listen: layer.listen.unwrap_or(defaults.listen),
+            redis,
+            body_limit_bytes,
+            upstream,
+            clients,
+            log_format: layer.log_format.unwrap_or(defaults.log_format),
+            shutdown_grace: secs_or(layer.shutdown_grace_secs, defaults.shutdown_grace),
+            secrets,
+        })
+    }
+}
+
+fn secs_or(value: Option<u64>, default: Duration) -> Duration {
+    value.map(Duration::from_secs).unwrap_or(default)
+}
+
+fn millis_or(value: Option<u64>, default: Duration) -> Duration {
+    value.map(Duration::from_millis).unwrap_or(default)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis: RedisSettings {
+                url: SecretString::from("redis://127.0.0.1:6379"),
+                prefix: "relay:".into(),
+                connect_timeout: Duration::from_secs(2),
+                response_timeout: Duration::from_secs(2),
+            },
+            body_limit_bytes: 32 * MIB,
+            upstream: UpstreamSettings {
+                connect_timeout: Duration::from_secs(10),
+                first_byte_timeout: Duration::from_secs(600),
+                idle_timeout: Duration::from_secs(300),
+                max_attempts: 3,
+                extra_forward_headers: Vec::new(),
+            },
+            clients: ClientRule::builtin(),
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(30),
+            secrets: Secrets::default(),
+        }
+    }
+}
+
+impl Secrets {
+    /// Each secret from `RELAY_<NAME>` or the file named by
+    /// `RELAY_<NAME>_FILE` (trailing newline trimmed), never both.
+    pub fn from_env(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Secrets> {
+        Ok(Secrets {
+            key_pepper: secret(var, "RELAY_KEY_PEPPER")?,
+            admin_token: secret(var, "RELAY_ADMIN_TOKEN")?,
+            account_key: secret(var, "RELAY_ACCOUNT_KEY")?,
+            plaintext_credentials: false,
+        })
+    }
+}
+
+fn secret(
+    var: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+) -> anyhow::Result<Option<SecretString>> {
+    let file_var = format!("{name}_FILE");
+    match (var(name), var(&file_var)) {
+        (Some(_), Some(_)) => bail!("set {name} or {file_var}, not both"),
+        (Some(value), None) => Ok(Some(SecretString::from(value))),
+        (None, Some(path)) => {
+            let path = PathBuf::from(path);
+            let value = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {file_var} ({})", path.display()))?;
+            Ok(Some(SecretString::from(
+                value.trim_end_matches(['\n', '\r']).to_owned(),
+            )))
+        }
+        (None, None) => Ok(None),
+    }
+}

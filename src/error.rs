@@ -1,0 +1,318 @@
+//! The one error type the relay writes to clients, and the one place that
+//! maps it to a status, an Anthropic error type, a stable code and a log
+//! level.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Everything the relay itself can refuse a request for. Upstream answers
+/// that are relayed verbatim never become a `RelayError`.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("request body larger than {limit_bytes} bytes")]
+    BodyTooLarge { limit_bytes: usize },
+    #[error("no API key in the request")]
+    MissingKey,
+    #[error("unknown API key")]
+    InvalidKey,
+    #[error("API key disabled")]
+    KeyDisabled,
+    #[error("API key expired")]
+    KeyExpired { expired_at: String },
+    #[error("service {service} not permitted for this key")]
+    ServiceNotPermitted { service: &'static str },
+    #[error("client not allowed")]
+    ClientNotAllowed {
+        allowed: Vec<String>,
+        user_agent: Option<String>,
+    },
+    #[error("malformed JSON body: {reason}")]
+    InvalidJson { reason: String },
+    #[error("invalid request body: {reason}")]
+    InvalidBody { reason: String },
+    #[error("model {model} not allowed for this key")]
+    ModelNotAllowed { model: String },
+    #[error("no upstream account available")]
+    NoUpstream {
+        retry_after: Option<Duration>,
+        upstream_status: Option<u16>,
+    },
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("upstream unreachable")]
+    UpstreamUnreachable,
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(#[source] redis::RedisError),
+    #[error("no route {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("method {method} not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("unsupported content type {content_type:?}")]
+    UnsupportedMediaType { content_type: Option<String> },
+    #[error("internal error: {0:#}")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// How an error is presented: status, Anthropic `error.type`, stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorClass {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: &'static str,
+}
+
+const fn class(status: StatusCode, kind: &'static str, code: &'static str) -> ErrorClass {
+    ErrorClass { status, kind, code }
+}
+
+impl RelayError {
+    pub fn class(&self) -> ErrorClass {
+        use RelayError as E;
+        match self {
+            E::BodyTooLarge { .. } => class(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                "body_too_large",
+            ),
+            E::MissingKey => auth("missing_api_key"),
+            E::InvalidKey => auth("invalid_api_key"),
+            E::KeyDisabled => auth("key_disabled"),
+            E::KeyExpired { .. } => auth("key_expired"),
+            E::ServiceNotPermitted { .. } => permission("service_not_permitted"),
+            E::ClientNotAllowed { .. } => permission("client_not_allowed"),
+            E::ModelNotAllowed { .. } => permission("model_not_allowed"),
+            E::InvalidJson { .. } => invalid_request(StatusCode::BAD_REQUEST, "invalid_json"),
+            E::InvalidBody { .. } => invalid_request(StatusCode::BAD_REQUEST, "invalid_body"),
+            E::NoUpstream { .. } => class(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded_error",
+                "no_upstream_available",
+            ),
+            E::UpstreamTimeout => class(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                "upstream_timeout",
+            ),
+            E::UpstreamUnreachable => {
+                class(StatusCode::BAD_GATEWAY, "api_error", "upstream_unreachable")
+            }
+            E::StoreUnavailable(_) => class(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "store_unavailable",
+            ),
+            E::NotFound { .. } => class(StatusCode::NOT_FOUND, "not_found_error", "not_found"),
+            E::MethodNotAllowed { .. } => {
+                invalid_request(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            E::UnsupportedMediaType { .. } => {
+                invalid_request(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            E::Internal(_) => class(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "internal_error",
+            ),
+        }
+    }
+
+    /// A sentence for the user that says what to do next.
+    pub fn user_message(&self) -> String {
+        use RelayError as E;
+        match self {
+            E::BodyTooLarge { limit_bytes } => format!(
+                "The request body is larger than this relay accepts ({} MiB). \
+                 Shorten or compact the conversation, then retry.",
+                limit_bytes / (1024 * 1024)
+            ),
+            E::MissingKey => "No API key was sent. Send your relay key in the x-api-key header \
+                 or as Authorization: Bearer <key>."
+                .into(),
+            E::InvalidKey => "This API key is not valid on this relay. Check that you are using \
+                 the key your relay operator issued."
+                .into(),
+            E::KeyDisabled => {
+                "This API key has been disabled. Ask your relay operator to enable it.".into()
+            }
+            E::KeyExpired { expired_at } => format!(
+                "This API key expired at {expired_at}. Ask your relay operator for a new key."
+            ),
+            E::ServiceNotPermitted { service } => {
+                format!("This API key may not use {service}. Ask your relay operator to allow it.")
+            }
+            E::ClientNotAllowed { allowed, .. } => format!(
+                "This API key only accepts requests from these clients: {}. Use one of them, \
+                 or ask your relay operator to allow your client.",
+                allowed.join(", ")
+            ),
+            E::InvalidJson { reason } => {
+                format!("The request body is not valid JSON ({reason}). Send a JSON object.")
+            }
+            E::InvalidBody { reason } => format!("The request body is not valid: {reason}."),
+            E::ModelNotAllowed { model } => format!(
+                "This API key may not use the model {model}. Use a model your relay operator \
+                 allowed; GET /v1/models lists them."
+            ),
+            E::NoUpstream { retry_after, .. } => match retry_after {
+                Some(after) => format!(
+                    "No upstream account can serve this request right now. Retry in {} seconds.",
+                    after.as_secs().max(1)
+                ),
+                None => "No upstream account can serve this request right now. Retry later, \
+                     or ask your relay operator to check the accounts."
+                    .into(),
+            },
+            E::UpstreamTimeout => {
+                "The upstream API did not answer in time. Retry the request.".into()
+            }
+            E::UpstreamUnreachable => {
+                "The relay could not connect to the upstream API. Retry in a moment.".into()
+            }
+            E::StoreUnavailable(_) => {
+                "The relay's data store is unavailable. Retry in a moment.".into()
+            }
+            E::NotFound { method, path } => format!(
+                "There is no route {method} {path} on this relay. It serves POST /v1/messages, \
+                 POST /v1/messages/count_tokens and GET /v1/models."
+            ),
+            E::MethodNotAllowed { method, path } => {
+                format!("{path} does not accept {method}. Check the method of your request.")
+            }
+            E::UnsupportedMediaType { .. } => {
+                "Send the request body as JSON with Content-Type: application/json.".into()
+            }
+            E::Internal(_) => {
+                "The relay hit an unexpected error. Retry; if it persists, tell your relay \
+                 operator the request id."
+                    .into()
+            }
+        }
+    }
+
+    /// Structured facts a client or script can act on, when there are any.
+    pub fn details(&self) -> Option<Value> {
+        use RelayError as E;
+        match self {
+            E::BodyTooLarge { limit_bytes } => Some(json!({ "limit_bytes": limit_bytes })),
+            E::KeyExpired { expired_at } => Some(json!({ "expired_at": expired_at })),
+            E::ServiceNotPermitted { service } => Some(json!({ "service": service })),
+            E::ClientNotAllowed {
+                allowed,
+                user_agent,
+            } => Some(json!({ "allowed_clients": allowed, "user_agent": user_agent })),
+            E::ModelNotAllowed { model } => Some(json!({ "model": model })),
+            E::NoUpstream {
+                retry_after,
+                upstream_status,
+            } => {
+                let mut details = serde_json::Map::new();
+                if let Some(after) = retry_after {
+                    details.insert("retry_after_secs".into(), json!(retry_secs(*after)));
+                }
+                if let Some(status) = upstream_status {
+                    details.insert("upstream_status".into(), json!(status));
+                }
+                (!details.is_empty()).then_some(Value::Object(details))
+            }
+            E::UnsupportedMediaType { content_type } => {
+                Some(json!({ "content_type": content_type }))
+            }
+            E::MissingKey
+            | E::InvalidKey
+            | E::KeyDisabled
+            | E::InvalidJson { .. }
+            | E::InvalidBody { .. }
+            | E::UpstreamTimeout
+            | E::UpstreamUnreachable
+            | E::StoreUnavailable(_)
+            | E::NotFound { .. }
+            | E::MethodNotAllowed { .. }
+            | E::Internal(_) => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RelayError::NoUpstream { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether this error is the relay's fault or an outage (logged as a
+    /// warning) rather than something the client did.
+    pub fn is_server_side(&self) -> bool {
+        self.class().status.is_server_error()
+    }
+}
+
+fn auth(code: &'static str) -> ErrorClass {
+    class(StatusCode::UNAUTHORIZED, "authentication_error", code)
+}
+
+fn permission(code: &'static str) -> ErrorClass {
+    class(StatusCode::FORBIDDEN, "permission_error", code)
+}
+
+fn invalid_request(status: StatusCode, code: &'static str) -> ErrorClass {
+    class(status, "invalid_request_error", code)
+}
+
+/// Whole seconds, rounded up, never zero: a client told to retry after 0 s
+/// would spin.
+pub fn retry_secs(after: Duration) -> u64 {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+impl From<redis::RedisError> for RelayError {
+    fn from(err: redis::RedisError) -> Self {
+        RelayError::StoreUnavailable(err)
+    }
+}
+
+/// The rendered error, attached to the response so that the outermost
+/// middleware can add the request id to the body and log it exactly once.
+#[derive(Debug, Clone)]
+pub struct ErrorReport {
+    pub class: ErrorClass,
+    pub message: String,
+    pub details: Option<Value>,
+    /// The full cause, for the log line only.
+    pub cause: String,
+}
+
+impl ErrorReport {
+    pub fn body(&self, request_id: &str) -> Value {
+        let mut error = json!({
+            "type": self.class.kind,
+            "message": self.message,
+            "code": self.class.code,
+        });
+        if let (Some(details), Value::Object(map)) = (&self.details, &mut error) {
+            map.insert("details".into(), details.clone());
+        }
+        json!({ "type": "error", "error": error, "request_id": request_id })
+    }
+}
+
+impl IntoResponse for RelayError {
+    fn into_response(self) -> Response {
+        let report = ErrorReport {
+            class: self.class(),
+            message: self.user_message(),
+            details: self.details(),
+            cause: format!("{self:#}"),
+        };
+        let mut response = report.class.status.into_response();
+        if let Some(after) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(after)));
+        }
+        response.extensions_mut().insert(report);
+        response
+    }
+}

@@ -1,0 +1,177 @@
+//! Request ids, the one log line per request, and the rendering of relay
+//! errors (which need the request id) in one middleware.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::error::ErrorReport;
+
+/// What is known about a request so far. The line is written when the last
+/// holder lets go: when the answer is complete, streams included.
+pub struct RequestLog {
+    pub request_id: String,
+    method: String,
+    path: String,
+    started: Instant,
+    fields: Mutex<Fields>,
+}
+
+#[derive(Default)]
+struct Fields {
+    key_id: Option<String>,
+    account_id: Option<String>,
+    model: Option<String>,
+    status: Option<u16>,
+    upstream_status: Option<u16>,
+    attempts: u32,
+    first_byte_ms: Option<u128>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    error: Option<(String, bool)>,
+    stream_error: Option<String>,
+}
+
+impl RequestLog {
+    fn new(method: String, path: String) -> RequestLog {
+        RequestLog {
+            request_id: new_request_id(),
+            method,
+            path,
+            started: Instant::now(),
+            fields: Mutex::new(Fields::default()),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Fields) -> R) -> R {
+        f(&mut self.fields.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn set_key(&self, id: &str) {
+        self.with(|fields| fields.key_id = Some(id.to_owned()));
+    }
+
+    pub fn set_model(&self, model: &str) {
+        self.with(|fields| fields.model = Some(model.to_owned()));
+    }
+
+    /// One attempt against an account was made and answered `status`
+    /// (`None`: no answer).
+    pub fn attempt(&self, account_id: &str, status: Option<u16>) {
+        self.with(|fields| {
+            fields.account_id = Some(account_id.to_owned());
+            fields.upstream_status = status;
+            fields.attempts += 1;
+        });
+    }
+
+    pub fn set_tokens(&self, input: u64, output: u64) {
+        self.with(|fields| {
+            fields.input_tokens = Some(input);
+            fields.output_tokens = Some(output);
+        });
+    }
+
+    pub fn stream_failed(&self, reason: &str) {
+        self.with(|fields| fields.stream_error = Some(reason.to_owned()));
+    }
+
+    fn finish_head(&self, status: u16, error: Option<&ErrorReport>) {
+        let elapsed = self.started.elapsed().as_millis();
+        self.with(|fields| {
+            fields.status = Some(status);
+            fields.first_byte_ms = Some(elapsed);
+            fields.error =
+                error.map(|report| (report.cause.clone(), report.class.status.is_server_error()));
+        });
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let fields = self
+            .fields
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let total_ms = self.started.elapsed().as_millis();
+        macro_rules! line {
+            ($level:ident, $($extra:tt)*) => {
+                tracing::$level!(
+                    request_id = %self.request_id,
+                    method = %self.method,
+                    path = %self.path,
+                    key_id = fields.key_id.as_deref(),
+                    account_id = fields.account_id.as_deref(),
+                    model = fields.model.as_deref(),
+                    status = fields.status,
+                    upstream_status = fields.upstream_status,
+                    attempts = fields.attempts,
+                    first_byte_ms = fields.first_byte_ms.map(|ms| ms as u64),
+                    latency_ms = total_ms as u64,
+                    input_tokens = fields.input_tokens,
+                    output_tokens = fields.output_tokens,
+                    $($extra)*
+                )
+            };
+        }
+        match (&fields.error, &fields.stream_error) {
+            (Some((cause, true)), _) => line!(warn, error = %cause, "request failed"),
+            (Some((cause, false)), _) => line!(info, error = %cause, "request refused"),
+            (None, Some(reason)) => line!(warn, stream_error = %reason, "stream ended early"),
+            (None, None) => line!(info, "request"),
+        }
+    }
+}
+
+/// `req_` and 24 hex characters, unique enough to find one line in a log.
+fn new_request_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("req_{}", &id[..24])
+}
+
+/// Outermost middleware: gives each request an id, renders relay errors
+/// into the Anthropic envelope with that id, and arranges the log line.
+pub async fn observe(mut request: Request, next: Next) -> Response {
+    let log = Arc::new(RequestLog::new(
+        request.method().to_string(),
+        request.uri().path().to_owned(),
+    ));
+    request.extensions_mut().insert(Arc::clone(&log));
+    let mut response = next.run(request).await;
+
+    let report = response.extensions_mut().remove::<ErrorReport>();
+    log.finish_head(response.status().as_u16(), report.as_ref());
+    if let Some(report) = report {
+        let body = report.body(&log.request_id).to_string();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.remove(header::CONTENT_LENGTH);
+        *response.body_mut() = Body::from(body);
+    }
+    if let Ok(id) = HeaderValue::from_str(&log.request_id) {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    response
+}
+
+/// Logs go to stderr (stdout carries only what a person or a harness
+/// reads). `RUST_LOG` filters; the default is `info`.
+pub fn init_tracing(format: crate::config::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
+}
