@@ -1,0 +1,248 @@
+//! `TestEnv`: one test's relay, mock upstream and Redis prefix.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use claude_relay::admin::seed::SeedFile;
+use claude_relay::store::Store;
+use claude_relay::{Application, Config};
+use mock_upstream::{MockConfig, MockUpstream, Profile, RecordedRequest};
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+use super::{K1, K2, K3};
+
+type ConfigEdit = Box<dyn FnOnce(&mut Config) + Send>;
+
+/// What a test wants before its relay starts.
+pub struct Builder {
+    accounts: Vec<Value>,
+    keys: Vec<Value>,
+    profiles: Vec<(String, Profile)>,
+    edits: Vec<ConfigEdit>,
+    seed: bool,
+}
+
+pub struct TestEnv {
+    pub mock: MockUpstream,
+    relay: SocketAddr,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// An answer read whole.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub async fn read(response: reqwest::Response) -> TestResponse {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("reading the relay's answer");
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|err| panic!("answer is not JSON ({err}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// `error.code` of a relay error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Account `A` (`sk-up-A`, priority 1) or `B` (`sk-up-B`, priority 2)
+/// pointing at `${MOCK_URL}`.
+pub fn account(name: &str, priority: u32) -> Value {
+    json!({
+        "id": format!("acct-{}", name.to_lowercase()),
+        "name": name,
+        "kind": "console",
+        "base_url": "${MOCK_URL}",
+        "credential": format!("sk-up-{name}"),
+        "priority": priority,
+        "schedulable": true,
+    })
+}
+
+impl Builder {
+    /// Only account A, and the keys K1, K2, K3.
+    pub fn new() -> Builder {
+        Builder {
+            accounts: vec![account("A", 1)],
+            keys: vec![
+                json!({"id": "key-1", "name": "K1", "key": K1}),
+                json!({"id": "key-2", "name": "K2", "key": K2, "allowed_clients": ["claude_code"]}),
+                json!({"id": "key-3", "name": "K3", "key": K3,
+                       "allowed_models": ["claude-haiku-4-5", "claude-sonnet-4-5"]}),
+            ],
+            profiles: vec![
+                ("sk-up-A".into(), Profile::Ok),
+                ("sk-up-B".into(), Profile::Ok),
+            ],
+            edits: Vec::new(),
+            seed: true,
+        }
+    }
+
+    /// Accounts A and B.
+    pub fn two_accounts(mut self) -> Builder {
+        self.accounts.push(account("B", 2));
+        self
+    }
+
+    /// Replaces the accounts with these seed entries.
+    pub fn accounts(mut self, accounts: Vec<Value>) -> Builder {
+        self.accounts = accounts;
+        self
+    }
+
+    pub fn key(mut self, key: Value) -> Builder {
+        self.keys.push(key);
+        self
+    }
+
+    pub fn profile(mut self, credential: &str, profile: Profile) -> Builder {
+        self.profiles.push((credential.to_owned(), profile));
+        self
+    }
+
+    pub fn config(mut self, edit: impl FnOnce(&mut Config) + Send + 'static) -> Builder {
+        self.edits.push(Box::new(edit));
+        self
+    }
+
+    /// Starts without writing the seed (for a relay whose Redis is down).
+    pub async fn start_without_seed(mut self) -> TestEnv {
+        self.seed = false;
+        self.start().await
+    }
+
+    pub async fn start(self) -> TestEnv {
+        super::init_test_log();
+        let redis_url = super::redis::redis_url();
+        let prefix = format!("t-{}:", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+
+        let mut mock_config = MockConfig::default();
+        for (credential, profile) in self.profiles {
+            mock_config = mock_config.with_profile(&credential, profile);
+        }
+        let mock = MockUpstream::start(mock_config)
+            .await
+            .expect("starting the mock upstream");
+
+        let mut config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Config::default()
+        };
+        config.redis.url = redis_url.into();
+        config.redis.prefix = prefix;
+        for edit in self.edits {
+            edit(&mut config);
+        }
+        let store = Store::connect(&config.redis).expect("connecting to Redis");
+
+        if self.seed {
+            let seed = json!({ "accounts": self.accounts, "keys": self.keys }).to_string();
+            let mock_url = mock.url();
+            let seed = SeedFile::parse(&seed, &|name| {
+                (name == "MOCK_URL").then(|| mock_url.clone())
+            })
+            .expect("the test seed is valid");
+            seed.apply(&store, config.secrets.key_pepper.as_ref())
+                .await
+                .expect("seeding Redis");
+        }
+
+        let app = Application::build(config.clone())
+            .await
+            .expect("building the relay");
+        let relay = app.local_addr().expect("relay address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+
+        TestEnv {
+            mock,
+            relay,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("test HTTP client"),
+            stop: Some(stop),
+        }
+    }
+}
+
+impl TestEnv {
+    /// Account A, keys K1, K2, K3.
+    pub async fn start() -> TestEnv {
+        Builder::new().start().await
+    }
+
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.relay, path)
+    }
+
+    /// A request to the relay with no headers set.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path))
+    }
+
+    /// A Messages request with the default headers of the cases.
+    pub fn messages(&self, key: &str, body: impl Into<String>) -> reqwest::RequestBuilder {
+        self.request(Method::POST, "/v1/messages")
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .header("x-api-key", key)
+            .body(body.into())
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> TestResponse {
+        TestResponse::read(request.send().await.expect("sending to the relay")).await
+    }
+
+    pub async fn post_messages(&self, key: &str, body: impl Into<String>) -> TestResponse {
+        self.send(self.messages(key, body)).await
+    }
+
+    /// What the mock received with account `name`'s credential (`A`, `B`).
+    pub fn seen_by(&self, name: &str) -> Vec<RecordedRequest> {
+        self.mock.requests_for(&format!("sk-up-{name}"))
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

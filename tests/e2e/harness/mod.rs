@@ -1,0 +1,41 @@
+//! The end-to-end harness: a Redis container per run, and per test its own
+//! key prefix, mock upstream and relay, all on 127.0.0.1 and port 0.
+
+pub mod env;
+pub mod fixtures;
+pub mod redis;
+pub mod snapshot;
+
+pub use env::{TestEnv, TestResponse};
+pub use mock_upstream::{Answer, Chunk, Profile};
+
+/// Relay keys in the relay's own format. K1 is open, K2 allows only
+/// Claude Code, K3 has a model allow-list.
+pub const K1: &str = "cr_1111111111111111111111111111111111111111111111111111111111111111";
+pub const K2: &str = "cr_2222222222222222222222222222222222222222222222222222222222222222";
+pub const K3: &str = "cr_3333333333333333333333333333333333333333333333333333333333333333";
+
+pub const SONNET: &str = "claude-sonnet-4-5-20250929";
+
+/// The standard request body of the cases.
+pub fn body(stream: bool) -> String {
+    format!(
+        r#"{{"model":"{SONNET}","max_tokens":64,"stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+    )
+}
+
+/// Logs of the relay and the mock while tests run, when `TEST_LOG` is set
+/// (to a filter such as `debug`, or to anything for `info`).
+pub fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}

@@ -1,0 +1,128 @@
+//! One Redis container per test binary, from the locally built image.
+//!
+//! The container lives in a thread of its own for the whole run (a static
+//! is never dropped), so `scripts/test.sh` removes the containers labelled
+//! with its run id when it exits, and each test process first removes
+//! containers of test processes that are gone.
+
+use std::sync::OnceLock;
+
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{GenericImage, ImageExt};
+
+pub const LABEL: &str = "claude-relay-test";
+const DEFAULT_IMAGE: &str = "claude-relay-redis:local";
+
+static REDIS: OnceLock<Result<String, String>> = OnceLock::new();
+
+/// The image to start: `TEST_REDIS_IMAGE`, else the local build.
+pub fn image_name() -> String {
+    std::env::var("TEST_REDIS_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_owned())
+}
+
+/// `redis://127.0.0.1:<mapped port>` of this run's container. Panics with
+/// one sentence naming the fix when no engine or no image is there.
+pub fn redis_url() -> String {
+    match REDIS.get_or_init(start_in_background) {
+        Ok(url) => url.clone(),
+        Err(message) => panic!("{message}"),
+    }
+}
+
+fn start_in_background() -> Result<String, String> {
+    remove_orphans();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                let _ = tx.send(Err(format!("cannot start a runtime for Redis: {err}")));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match start().await {
+                Ok((container, url)) => {
+                    let _ = tx.send(Ok(url));
+                    // Hold the container for the rest of the run.
+                    let _keep = container;
+                    std::future::pending::<()>().await;
+                }
+                Err(message) => {
+                    let _ = tx.send(Err(message));
+                }
+            }
+        });
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Err("the Redis starter thread died".to_owned()))
+}
+
+async fn start() -> Result<(testcontainers::ContainerAsync<GenericImage>, String), String> {
+    let image = image_name();
+    let (name, tag) = image.rsplit_once(':').unwrap_or((image.as_str(), "latest"));
+    let container = GenericImage::new(name, tag)
+        .with_exposed_port(6379.tcp())
+        .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+        .with_label(LABEL, "1")
+        .with_label(format!("{LABEL}.pid"), std::process::id().to_string())
+        .with_label(
+            format!("{LABEL}.run"),
+            std::env::var("TEST_RUN_ID").unwrap_or_default(),
+        )
+        .start()
+        .await
+        .map_err(|err| explain(&image, &err))?;
+    let port = container
+        .get_host_port_ipv4(6379)
+        .await
+        .map_err(|err| format!("Redis container started but its port is unknown: {err}"))?;
+    Ok((container, format!("redis://127.0.0.1:{port}")))
+}
+
+fn explain(image: &str, err: &testcontainers::TestcontainersError) -> String {
+    let text = err.to_string();
+    if text.contains("docker client") || text.contains("Socket not found") {
+        format!(
+            "No Docker engine answered ({text}): start a Docker engine, then run scripts/test.sh."
+        )
+    } else if text.contains("pull") || text.contains("No such image") {
+        format!(
+            "The Redis image {image} is missing ({text}): run scripts/build-redis-image.sh, \
+             or set TEST_REDIS_IMAGE to an image that exists."
+        )
+    } else {
+        format!("The Redis container {image} did not start: {text}")
+    }
+}
+
+/// Removes test containers whose test process no longer runs.
+fn remove_orphans() {
+    let Ok(output) = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={LABEL}")])
+        .args([
+            "--format",
+            &format!("{{{{.ID}}}} {{{{.Label \"{LABEL}.pid\"}}}}"),
+        ])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Some((id, pid)) = line.split_once(' ') else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", id])
+                .output();
+        }
+    }
+}

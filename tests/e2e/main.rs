@@ -1,0 +1,15 @@
+//! End-to-end tests: relay, mock upstream and a real Redis.
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test harness: a step that fails fails the test, with its message"
+)]
+
+mod harness;
+
+mod auth;
+mod binaries;
+mod clients;
+mod failover;
+mod forwarding;
+mod smoke;

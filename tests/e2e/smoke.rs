@@ -1,0 +1,91 @@
+//! The happy paths, JSON and SSE, through the whole stack.
+
+use crate::harness::{Answer, Chunk, K1, SONNET, TestEnv, body};
+use mock_upstream::sse;
+
+#[tokio::test]
+async fn json_message_is_relayed_with_upstream_usage() {
+    let env = TestEnv::start().await;
+
+    let response = env.post_messages(K1, body(false)).await;
+
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let message = response.json();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["model"], SONNET);
+    assert!(message["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    assert!(response.header("request-id").unwrap().starts_with("req_"));
+    assert!(response.header("x-request-id").unwrap().starts_with("req_"));
+    assert_eq!(env.seen_by("A").len(), 1);
+}
+
+#[tokio::test]
+async fn sse_bytes_reach_the_client_exactly_as_the_upstream_sent_them() {
+    let env = TestEnv::start().await;
+    let stream = sse::standard(SONNET, 12, 0, 0, 42);
+    let chunks: Vec<Chunk> = stream
+        .as_bytes()
+        .chunks(37)
+        .map(|part| Chunk::bytes(part.to_vec()))
+        .collect();
+    env.mock.push_answers("sk-up-A", vec![Answer::sse(chunks)]);
+
+    let response = env.post_messages(K1, body(true)).await;
+
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(response.text(), stream);
+}
+
+#[tokio::test]
+async fn default_streamed_answer_has_every_event_in_order() {
+    let env = TestEnv::start().await;
+
+    let response = env.post_messages(K1, body(true)).await;
+
+    let events: Vec<&str> = std::str::from_utf8(&response.body)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events.first(), Some(&"message_start"));
+    assert_eq!(events.last(), Some(&"message_stop"));
+    assert!(events.contains(&"message_delta"));
+}
+
+#[tokio::test]
+async fn health_and_ready_answer_when_redis_is_up() {
+    let env = TestEnv::start().await;
+
+    let health = env.send(env.request(reqwest::Method::GET, "/health")).await;
+    let ready = env.send(env.request(reqwest::Method::GET, "/ready")).await;
+
+    assert_eq!(health.status, 200);
+    assert_eq!(ready.status, 200);
+}
+
+#[tokio::test]
+async fn ready_is_503_in_the_envelope_when_redis_is_unreachable() {
+    let env = TestEnv::builder()
+        .config(|config| {
+            config.redis.url = "redis://127.0.0.1:1".to_owned().into();
+            config.redis.connect_timeout = std::time::Duration::from_millis(300);
+        })
+        .start_without_seed()
+        .await;
+
+    let ready = env.send(env.request(reqwest::Method::GET, "/ready")).await;
+    let message = env.post_messages(K1, body(false)).await;
+
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.error_code(), "store_unavailable");
+    assert_eq!(message.status, 503);
+    crate::harness::snapshot::error_body("store_unavailable", &message);
+    assert!(env.mock.journal().is_empty());
+}
