@@ -17,6 +17,11 @@ use crate::config::Config;
 use crate::error::RelayError;
 use crate::store::Store;
 use crate::upstream::UpstreamClient;
+use crate::usage::pricing::PriceTable;
+use crate::usage::record::Recorder;
+
+/// How long a stopping relay waits for usage counts still being written.
+const USAGE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::{observe, relay};
 
 /// Shared by every request; cheap to clone.
@@ -25,21 +30,31 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub upstream: UpstreamClient,
+    pub recorder: Recorder,
+    pub prices: Arc<PriceTable>,
 }
 
 pub struct Application {
     listener: TcpListener,
     router: Router,
     config: Arc<Config>,
+    recorder: Recorder,
 }
 
 impl Application {
     /// Binds the listener (port 0 picks a free port) and builds the router.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let config = Arc::new(config);
+        let store = Store::connect(&config.redis)?;
+        let prices = match &config.pricing_file {
+            Some(path) => PriceTable::load(path)?,
+            None => PriceTable::builtin()?,
+        };
         let state = AppState {
-            store: Store::connect(&config.redis)?,
+            recorder: Recorder::new(store.clone(), config.usage_utc_offset),
+            store,
             upstream: UpstreamClient::new(&config.upstream)?,
+            prices: Arc::new(prices),
             config: Arc::clone(&config),
         };
         let listener = TcpListener::bind(config.listen)
@@ -47,9 +62,15 @@ impl Application {
             .with_context(|| format!("binding {}", config.listen))?;
         Ok(Application {
             listener,
+            recorder: state.recorder.clone(),
             router: router(state),
             config,
         })
+    }
+
+    /// The usage recorder this relay writes through.
+    pub fn recorder(&self) -> Recorder {
+        self.recorder.clone()
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -63,6 +84,7 @@ impl Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let grace = self.config.shutdown_grace;
+        let recorder = self.recorder.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         // Nagle's algorithm holds small SSE events back until the peer's
         // delayed ACK (about 40 ms a hop); streams must not wait for that.
@@ -83,14 +105,17 @@ impl Application {
             grace_secs = grace.as_secs(),
             "stopping: draining open requests"
         );
-        match tokio::time::timeout(grace, &mut server).await {
-            Ok(result) => Ok(result??),
+        let served = match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result.map_err(anyhow::Error::from),
             Err(_) => {
                 tracing::warn!("grace period over; closing the remaining connections");
                 server.abort();
-                Ok(())
+                Ok(Ok(()))
             }
-        }
+        };
+        // The usage of the last answers may still be on its way to Redis.
+        recorder.drain(USAGE_DRAIN).await;
+        Ok(served??)
     }
 }
 

@@ -10,6 +10,8 @@ use crate::admin::seed::SeedFile;
 use crate::app::{Application, shutdown_signal};
 use crate::config::Config;
 use crate::store::Store;
+use crate::usage::record::Recorder;
+use crate::usage::report;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +36,27 @@ pub enum Command {
         /// The seed file (JSON).
         file: PathBuf,
     },
+    /// Usage and cost counters, per day, month and total.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UsageArgs {
+    /// Only this key (by id).
+    #[arg(long)]
+    key: Option<String>,
+    /// Only this account (by id).
+    #[arg(long)]
+    account: Option<String>,
+    /// Only this model.
+    #[arg(long)]
+    model: Option<String>,
+    /// First day shown (YYYY-MM-DD); default a week back.
+    #[arg(long)]
+    since: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs one command; what it says for a person goes to `out`.
@@ -43,7 +66,35 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config, out).await,
         Command::Seed { file } => seed(&config, &file, out).await,
+        Command::Usage(args) => usage(&config, args, out).await,
     }
+}
+
+async fn usage(config: &Config, args: UsageArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let since = args
+        .since
+        .map(|text| {
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            time::Date::parse(&text, &format)
+                .with_context(|| format!("--since {text:?} is not a date like 2026-12-01"))
+        })
+        .transpose()?;
+    let query = report::Query {
+        key: args.key,
+        account: args.account,
+        model: args.model,
+        since,
+    };
+    let store = Store::connect(&config.redis)?;
+    let recorder = Recorder::new(store.clone(), config.usage_utc_offset);
+    let sections = report::build(&store, &recorder, &query).await?;
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &sections)?;
+        writeln!(out)?;
+    } else {
+        report::write_table(out, &sections)?;
+    }
+    Ok(())
 }
 
 async fn serve(config: Config, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use secrecy::SecretString;
 use serde::Deserialize;
+use time::UtcOffset;
 
 use crate::auth::clients::ClientRule;
 
@@ -27,6 +28,10 @@ pub struct Config {
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
     pub secrets: Secrets,
+    /// Prices per model; the built-in table when unset.
+    pub pricing_file: Option<PathBuf>,
+    /// Where usage days start: UTC plus this offset.
+    pub usage_utc_offset: UtcOffset,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +96,9 @@ pub struct Layer {
     pub log_format: Option<LogFormat>,
     pub shutdown_grace_secs: Option<u64>,
     pub plaintext_credentials: Option<bool>,
+    pub pricing_file: Option<PathBuf>,
+    /// `+HH:MM` or `-HH:MM`.
+    pub usage_utc_offset: Option<String>,
     /// Extra client kinds (name + matchers), added to the built-in ones.
     pub clients: Option<Vec<ClientRule>>,
 }
@@ -147,6 +155,8 @@ impl Layer {
             var,
             "RELAY_PLAINTEXT_CREDENTIALS",
         )?;
+        set(&mut layer.pricing_file, var, "RELAY_PRICING_FILE")?;
+        set(&mut layer.usage_utc_offset, var, "RELAY_USAGE_UTC_OFFSET")?;
         if let Some(list) = var("RELAY_FORWARD_HEADERS") {
             layer.forward_headers = Some(split_list(&list));
         }
@@ -180,6 +190,8 @@ impl Layer {
             log_format: self.log_format.or(below.log_format),
             shutdown_grace_secs: self.shutdown_grace_secs.or(below.shutdown_grace_secs),
             plaintext_credentials: self.plaintext_credentials.or(below.plaintext_credentials),
+            pricing_file: self.pricing_file.or(below.pricing_file),
+            usage_utc_offset: self.usage_utc_offset.or(below.usage_utc_offset),
             clients: self.clients.or(below.clients),
         }
     }
@@ -229,6 +241,8 @@ const KNOWN_VARS: &[&str] = &[
     "RELAY_LOG_FORMAT",
     "RELAY_SHUTDOWN_GRACE_SECS",
     "RELAY_PLAINTEXT_CREDENTIALS",
+    "RELAY_PRICING_FILE",
+    "RELAY_USAGE_UTC_OFFSET",
     "RELAY_CONFIG",
     "RELAY_ACCOUNT_KEY",
     "RELAY_ACCOUNT_KEY_FILE",
@@ -328,8 +342,19 @@ impl Config {
             log_format: layer.log_format.unwrap_or(defaults.log_format),
             shutdown_grace: secs_or(layer.shutdown_grace_secs, defaults.shutdown_grace),
             secrets,
+            pricing_file: layer.pricing_file,
+            usage_utc_offset: match layer.usage_utc_offset {
+                Some(text) => parse_offset(&text)?,
+                None => defaults.usage_utc_offset,
+            },
         })
     }
+}
+
+fn parse_offset(text: &str) -> anyhow::Result<UtcOffset> {
+    let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+    UtcOffset::parse(text.trim(), &format)
+        .with_context(|| format!("usage_utc_offset {text:?} is not of the form +HH:MM"))
 }
 
 fn secs_or(value: Option<u64>, default: Duration) -> Duration {
@@ -362,6 +387,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(30),
             secrets: Secrets::default(),
+            pricing_file: None,
+            usage_utc_offset: UtcOffset::UTC,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod relay;
 pub mod scheduler;
 pub mod store;
 pub mod upstream;
+pub mod usage;
 
 pub use app::{AppState, Application};
 pub use config::Config;

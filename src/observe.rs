@@ -38,7 +38,7 @@ struct Fields {
 }
 
 impl RequestLog {
-    fn new(method: String, path: String) -> RequestLog {
+    pub fn new(method: String, path: String) -> RequestLog {
         RequestLog {
             request_id: new_request_id(),
             method,

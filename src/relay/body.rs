@@ -1,6 +1,5 @@
 //! Request bodies in, upstream bodies out.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -8,8 +7,8 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use http_body_util::BodyExt;
 
+use super::meter::Meter;
 use crate::error::RelayError;
-use crate::observe::RequestLog;
 
 /// How much of an oversized body is read and thrown away so the client
 /// receives the 413 instead of a connection reset, and for how long.
@@ -49,32 +48,80 @@ pub async fn drain(mut body: Body) {
     let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard).await;
 }
 
-/// An upstream body relayed chunk by chunk as it arrives. A gap longer
-/// than `idle` between chunks ends the stream.
+/// An upstream body relayed chunk by chunk as it arrives, each chunk also
+/// shown to the meter. A gap longer than `idle` between chunks ends it.
+/// A stream that stops before `message_stop` (cut, reset, idle) gets one
+/// `error` event appended, so the client knows the answer is incomplete.
 pub fn relay(
     upstream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     idle: Duration,
-    log: Arc<RequestLog>,
+    meter: Meter,
 ) -> Body {
-    // TODO(#5): tap SSE events for usage and append an error event when
-    // the upstream stops before message_stop.
-    let upstream = Box::pin(upstream);
-    let stream = futures::stream::unfold(Some((upstream, log)), move |state| async move {
-        let (mut upstream, log) = state?;
-        match tokio::time::timeout(idle, upstream.next()).await {
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((upstream, log)))),
-            Ok(None) => None,
-            Ok(Some(Err(err))) => {
-                log.stream_failed(&format!("upstream body failed: {err}"));
-                Some((Err(std::io::Error::other("upstream stream failed")), None))
+    let state = Relaying {
+        upstream: Box::pin(upstream),
+        meter,
+    };
+    let stream = futures::stream::unfold(Some(state), move |state| async move {
+        let mut state = state?;
+        let failure = match tokio::time::timeout(idle, state.upstream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                state.meter.feed(&chunk);
+                return Some((Ok(chunk), Some(state)));
             }
-            Err(_) => {
-                log.stream_failed("upstream idle timeout");
-                Some((Err(std::io::Error::other("upstream idle timeout")), None))
+            Ok(None) if !state.meter.is_sse() || state.meter.saw_stop_or_error() => {
+                state.meter.finish(true);
+                return None;
             }
-        }
+            Ok(None) => "the upstream closed the stream before message_stop".to_owned(),
+            Ok(Some(Err(err))) => format!("the upstream stream failed: {err}"),
+            Err(_) => format!("no data from the upstream for {} s", idle.as_secs()),
+        };
+        state.meter.log().stream_failed(&failure);
+        let ending = state.ending();
+        state.meter.finish(false);
+        ending.map(|ending| (ending, None))
     });
     Body::from_stream(stream)
+}
+
+type BoxedUpstream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+struct Relaying {
+    upstream: BoxedUpstream,
+    meter: Meter,
+}
+
+impl Relaying {
+    /// How a stream that stopped early ends for the client: an `error`
+    /// event after SSE (unless the upstream sent its own), an aborted body
+    /// otherwise (a cut JSON body cannot be mended).
+    fn ending(&self) -> Option<Result<Bytes, std::io::Error>> {
+        if !self.meter.is_sse() {
+            return Some(Err(std::io::Error::other("upstream body cut short")));
+        }
+        if self.meter.saw_stop_or_error() {
+            return None;
+        }
+        Some(Ok(incomplete_event(
+            self.meter.to_boundary(),
+            self.meter.request_id(),
+        )))
+    }
+}
+
+/// The `error` event appended to a stream the upstream did not finish.
+fn incomplete_event(boundary: &[u8], request_id: &str) -> Bytes {
+    let data = serde_json::json!({
+        "type": "error",
+        "error": {
+            "type": "api_error",
+            "message": "The upstream stopped before the answer was complete. Retry the request.",
+        },
+        "request_id": request_id,
+    });
+    let mut event = boundary.to_vec();
+    event.extend_from_slice(format!("event: error\ndata: {data}\n\n").as_bytes());
+    Bytes::from(event)
 }
 
 /// Reads a whole (error) answer, at most `cap` bytes and within `idle`
@@ -90,4 +137,132 @@ pub async fn buffer(upstream: reqwest::Response, idle: Duration, cap: usize) -> 
         }
     }
     buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::observe::RequestLog;
+    use crate::relay::meter::UsageSink;
+    use crate::usage::tap::{Observed, UsageTap};
+
+    const TOOL_USE: &str = include_str!("../../fixtures/sse/tool-use.sse");
+    const THINKING: &str = include_str!("../../fixtures/sse/thinking.sse");
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<Observed>>>);
+
+    impl UsageSink for Captured {
+        fn count(self: Box<Self>, _request_id: &str, observed: Observed) {
+            self.0.lock().unwrap().push(observed);
+        }
+    }
+
+    /// Relays `chunks` (the last item may be an upstream failure) and
+    /// returns what the client read and what was counted.
+    async fn relay_chunks(chunks: Vec<reqwest::Result<Bytes>>) -> (Vec<u8>, Vec<Observed>) {
+        let captured = Captured::default();
+        let log = Arc::new(RequestLog::new("POST".into(), "/v1/messages".into()));
+        let meter = Meter::new(UsageTap::sse(), Some(Box::new(captured.clone())), log);
+        let body = relay(futures::stream::iter(chunks), Duration::from_secs(5), meter);
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let counted = captured.0.lock().unwrap().clone();
+        (bytes.to_vec(), counted)
+    }
+
+    fn split(text: &str, cuts: &[usize]) -> Vec<reqwest::Result<Bytes>> {
+        let bytes = text.as_bytes();
+        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut start = 0;
+        let mut chunks = Vec::new();
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            chunks.push(Ok(Bytes::copy_from_slice(&bytes[start..cut])));
+            start = cut;
+        }
+        chunks
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn transcripts_are_relayed_whole_and_counted_once() {
+        let (tool_bytes, tool) = relay_chunks(split(TOOL_USE, &[])).await;
+        let (think_bytes, think) = relay_chunks(split(THINKING, &[])).await;
+
+        assert_eq!(tool_bytes, TOOL_USE.as_bytes());
+        assert_eq!(tool.len(), 1);
+        assert_eq!(tool[0].usage.input_tokens, 612);
+        assert_eq!(tool[0].usage.cache_read_input_tokens, 1800);
+        assert_eq!(tool[0].usage.output_tokens, 74);
+        assert_eq!(think_bytes, THINKING.as_bytes());
+        assert_eq!(think[0].usage.cache_creation_input_tokens, 2100);
+        assert_eq!(think[0].usage.cache_creation_5m_input_tokens, 600);
+        assert_eq!(think[0].usage.cache_creation_1h_input_tokens, 1500);
+        assert_eq!(think[0].usage.output_tokens, 187);
+        assert!(tool[0].saw_stop && think[0].saw_stop);
+        assert_eq!(tool[0].unreadable + think[0].unreadable, 0);
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_mid_event_is_closed_with_one_error_event() {
+        let cut_at = TOOL_USE.find("\"partial_json\"").unwrap();
+        let mut chunks = split(&TOOL_USE[..cut_at], &[]);
+        chunks.push(Err(cut_error().await));
+
+        let (bytes, counted) = relay_chunks(chunks).await;
+
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with(&TOOL_USE[..cut_at]));
+        let tail = &text[cut_at..];
+        assert!(tail.starts_with("\n\nevent: error\ndata: {"), "{tail}");
+        assert_eq!(text.matches("event: error").count(), 1);
+        assert_eq!(counted.len(), 1);
+        assert_eq!(counted[0].usage.input_tokens, 612);
+        assert_eq!(
+            counted[0].usage.output_tokens, 3,
+            "the last reported figure, never a guess"
+        );
+    }
+
+    /// A real reqwest error, from a request to a closed port.
+    async fn cut_error() -> reqwest::Error {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        reqwest::get(url).await.unwrap_err()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn prop_any_chunking_relays_the_same_bytes_and_counts_the_same_usage(
+            cuts in proptest::collection::vec(0usize..4096, 0..24),
+            thinking in any::<bool>(),
+            crlf in any::<bool>(),
+        ) {
+            let mut transcript = if thinking { THINKING } else { TOOL_USE }.to_owned();
+            if crlf {
+                transcript = transcript.replace('\n', "\r\n");
+            }
+            let whole = runtime().block_on(relay_chunks(split(&transcript, &[])));
+
+            let (bytes, counted) = runtime().block_on(relay_chunks(split(&transcript, &cuts)));
+
+            prop_assert_eq!(&bytes, transcript.as_bytes());
+            prop_assert_eq!(counted.len(), 1);
+            prop_assert_eq!(&counted, &whole.1);
+            prop_assert!(counted[0].saw_stop);
+        }
+    }
 }

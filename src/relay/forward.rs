@@ -8,12 +8,14 @@ use axum::response::Response;
 use bytes::Bytes;
 
 use super::body;
+use super::meter::{Billing, Meter, UsageSink};
 use super::request::MessageRequest;
 use crate::app::AppState;
 use crate::error::RelayError;
 use crate::observe::RequestLog;
 use crate::scheduler;
 use crate::upstream::{SendError, headers};
+use crate::usage::tap::UsageTap;
 
 /// Largest upstream error body kept for relaying verbatim.
 const ERROR_BODY_CAP: usize = 1024 * 1024;
@@ -26,6 +28,14 @@ pub struct Outgoing {
     body: Bytes,
     #[expect(dead_code, reason = "model mapping arrives with account management")]
     message: Option<MessageRequest>,
+    /// Set when a successful answer is billed as a message.
+    bill_to: Option<BillTo>,
+}
+
+/// The key and model a message answer is counted for.
+pub struct BillTo {
+    pub key_id: String,
+    pub model: String,
 }
 
 impl Outgoing {
@@ -34,6 +44,7 @@ impl Outgoing {
         parts: &Parts,
         body: Bytes,
         message: Option<MessageRequest>,
+        bill_to: Option<BillTo>,
     ) -> Outgoing {
         Outgoing {
             method: parts.method.clone(),
@@ -44,6 +55,7 @@ impl Outgoing {
             ),
             body,
             message,
+            bill_to,
         }
     }
 }
@@ -113,7 +125,20 @@ pub async fn forward(
         let status = response.status();
         log.attempt(&account.id, Some(status.as_u16()));
         if verdict(status) == Verdict::Relay {
-            return Ok(relay_response(response, state, log));
+            let billing = outgoing
+                .bill_to
+                .as_ref()
+                .filter(|_| status.is_success())
+                .map(|bill_to| -> Box<dyn UsageSink> {
+                    Box::new(Billing {
+                        recorder: state.recorder.clone(),
+                        prices: Arc::clone(&state.prices),
+                        key_id: bill_to.key_id.clone(),
+                        account_id: account.id.clone(),
+                        requested_model: bill_to.model.clone(),
+                    })
+                });
+            return Ok(relay_response(response, state, log, billing));
         }
         let headers = headers::response_headers(response.headers());
         let body = body::buffer(response, settings.idle_timeout, ERROR_BODY_CAP).await;
@@ -130,15 +155,25 @@ fn relay_response(
     upstream: reqwest::Response,
     state: &AppState,
     log: &Arc<RequestLog>,
+    billing: Option<Box<dyn UsageSink>>,
 ) -> Response {
+    let headers = headers::response_headers(upstream.headers());
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let meter = Meter::new(
+        UsageTap::for_content_type(content_type),
+        billing,
+        Arc::clone(log),
+    );
     let mut response = Response::new(axum::body::Body::empty());
     *response.status_mut() = upstream.status();
-    *response.headers_mut() = headers::response_headers(upstream.headers());
     *response.body_mut() = body::relay(
         upstream.bytes_stream(),
         state.config.upstream.idle_timeout,
-        Arc::clone(log),
+        meter,
     );
+    *response.headers_mut() = headers;
     response
 }
 

@@ -3,6 +3,7 @@
 
 mod body;
 mod forward;
+mod meter;
 pub mod request;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::auth::{hash_key, models::model_allowed};
 use crate::error::RelayError;
 use crate::observe::RequestLog;
 use crate::store::KeyRecord;
-use forward::Outgoing;
+use forward::{BillTo, Outgoing};
 use request::MessageRequest;
 
 /// The relay's client-facing services; a key may be limited to some.
@@ -56,14 +57,14 @@ pub async fn models(
     let key = admit(&state, &log, &parts.headers).await?;
     let _ = key;
     // TODO(#3): list only the models the key may use.
-    let outgoing = Outgoing::new(&state, &parts, Bytes::new(), None);
+    let outgoing = Outgoing::new(&state, &parts, Bytes::new(), None, None);
     forward::forward(&state, &log, outgoing).await
 }
 
 async fn relay_body_request(
     state: AppState,
     log: Arc<RequestLog>,
-    _service: Service,
+    service: Service,
     request: Request,
 ) -> Result<Response, RelayError> {
     let (parts, body) = request.into_parts();
@@ -82,7 +83,11 @@ async fn relay_body_request(
             model: message.model,
         });
     }
-    let outgoing = Outgoing::new(&state, &parts, bytes, Some(message));
+    let bill_to = (service == Service::Messages).then(|| BillTo {
+        key_id: key.id.clone(),
+        model: message.model.clone(),
+    });
+    let outgoing = Outgoing::new(&state, &parts, bytes, Some(message), bill_to);
     forward::forward(&state, &log, outgoing).await
 }
 

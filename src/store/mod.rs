@@ -8,6 +8,7 @@ pub mod records;
 use redis::AsyncCommands;
 
 use crate::config::RedisSettings;
+use crate::usage::record::{Period, Subject};
 pub use conn::Conn;
 pub use records::{AccountRecord, AuthScheme, KeyRecord};
 
@@ -63,6 +64,58 @@ impl Names {
     pub fn accounts(&self) -> String {
         format!("{}{{accounts}}:records", self.prefix)
     }
+
+    /// The hash tag every limit and counter of one relay key shares, so the
+    /// scripts that touch them run on Redis Cluster too.
+    pub fn key_tag(&self, id: &str) -> String {
+        format!("{}{{key:{}}}", self.prefix, tag_safe(id))
+    }
+
+    pub fn account_tag(&self, id: &str) -> String {
+        format!("{}{{account:{}}}", self.prefix, tag_safe(id))
+    }
+
+    pub fn model_tag(&self, model: &str) -> String {
+        format!("{}{{model:{}}}", self.prefix, tag_safe(model))
+    }
+
+    pub fn usage_tag(&self, subject: Subject<'_>) -> String {
+        match subject {
+            Subject::Key(id) => self.key_tag(id),
+            Subject::Account(id) => self.account_tag(id),
+            Subject::Model(model) => self.model_tag(model),
+        }
+    }
+
+    /// Hash of usage counters of one subject in one period.
+    pub fn usage(&self, tag: &str, period: &Period) -> String {
+        format!("{tag}:usage:{period}")
+    }
+
+    /// Marks a request as counted for one subject.
+    pub fn usage_seen(&self, tag: &str, request_id: &str) -> String {
+        format!("{tag}:usage:seen:{request_id}")
+    }
+
+    /// Set of every model that has usage counters.
+    pub fn usage_models(&self) -> String {
+        format!("{}{{usage}}:models", self.prefix)
+    }
+}
+
+/// Names taken from requests (models) may hold any character: keep those
+/// that cannot break a key name or a hash tag, replace the rest.
+fn tag_safe(name: &str) -> String {
+    name.chars()
+        .take(128)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._:-@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Store {

@@ -162,3 +162,52 @@ async fn shipped_binary_serves_a_streamed_request_end_to_end() {
     assert_eq!(mock.requests_for("sk-up-A").len(), 1);
     drop(relay);
 }
+
+#[tokio::test]
+async fn usage_command_reports_the_numbers_the_relay_counted() {
+    use claude_relay::usage::record::Subject;
+    use secrecy::ExposeSecret;
+    let env = crate::harness::TestEnv::start().await;
+    env.mock.push_answers(
+        "sk-up-A",
+        vec![crate::harness::Answer::sse_standard(
+            mock_upstream::SseStandard {
+                input: 4,
+                cache_read: 2455,
+                output: 23,
+                ..Default::default()
+            },
+        )],
+    );
+    env.post_messages(K1, body(true)).await;
+    env.usage_after(Subject::Key("key-1"), 1).await;
+    let redis_url = env.config.redis.url.expose_secret().to_owned();
+
+    let json = relay_command(&redis_url, &env.config.redis.prefix)
+        .args(["usage", "--key", "key-1", "--json"])
+        .output()
+        .unwrap();
+    let table = relay_command(&redis_url, &env.config.redis.prefix)
+        .args(["usage", "--key", "key-1"])
+        .output()
+        .unwrap();
+
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let sections: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let rows = sections[0]["rows"].as_array().unwrap();
+    let total = rows.iter().find(|row| row["period"] == "total").unwrap();
+    assert_eq!(total["requests"], 1);
+    assert_eq!(total["cache_read_input_tokens"], 2455);
+    assert_eq!(total["cost_nano_usd"], 1_093_500);
+    assert!(
+        rows.iter()
+            .any(|row| row["period"].as_str().unwrap().starts_with("day:"))
+    );
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("key key-1\n"), "{table}");
+    assert!(table.contains("0.0010935"), "{table}");
+}

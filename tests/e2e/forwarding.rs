@@ -1,6 +1,7 @@
 //! What crosses the relay: body bytes, headers by allow-list, the upstream's
 //! own errors, and bodies as large as the API accepts.
 
+use claude_relay::usage::record::Subject;
 use mock_upstream::anthropic;
 use reqwest::Method;
 use serde_json::json;
@@ -121,6 +122,7 @@ async fn upstream_400_is_relayed_verbatim_without_failover() {
     }
     assert_eq!(env.seen_by("A").len(), 2);
     assert!(env.seen_by("B").is_empty());
+    assert_eq!(env.settled_total(Subject::Key("key-1")).await.requests, 0);
 }
 
 fn large_body(size: usize) -> String {
@@ -160,11 +162,17 @@ async fn bodies_up_to_32_mib_pass_and_larger_ones_get_413() {
     assert!(env.seen_by("A").last().unwrap().body == count.as_bytes());
 
     env.mock.clear_journal();
+    let counted_before = env.usage_after(Subject::Key("key-1"), 2).await;
     let response = env.post_messages(K1, large_body(33 * MIB)).await;
     assert_eq!(response.status, 413);
     assert_eq!(response.json()["error"]["type"], "request_too_large");
     snapshot::error_body("body_too_large", &response);
     assert!(env.mock.journal().is_empty());
+    assert_eq!(
+        env.settled_total(Subject::Key("key-1")).await,
+        counted_before
+    );
+    // TODO(#6): conc(K1) is unchanged.
 }
 
 /// A chunked body without a length is cut off at the limit as well.

@@ -13,3 +13,5 @@ mod clients;
 mod failover;
 mod forwarding;
 mod smoke;
+mod streaming;
+mod usage;

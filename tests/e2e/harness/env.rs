@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use claude_relay::admin::seed::SeedFile;
 use claude_relay::store::Store;
+use claude_relay::usage::record::{Counters, Period, Recorder, Subject};
 use claude_relay::{Application, Config};
 use mock_upstream::{MockConfig, MockUpstream, Profile, RecordedRequest};
 use reqwest::Method;
@@ -26,6 +27,8 @@ pub struct Builder {
 
 pub struct TestEnv {
     pub mock: MockUpstream,
+    pub recorder: Recorder,
+    pub config: Config,
     relay: SocketAddr,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -180,6 +183,7 @@ impl Builder {
             .await
             .expect("building the relay");
         let relay = app.local_addr().expect("relay address");
+        let recorder = app.recorder();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
@@ -187,6 +191,8 @@ impl Builder {
 
         TestEnv {
             mock,
+            recorder,
+            config,
             relay,
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -231,6 +237,40 @@ impl TestEnv {
 
     pub async fn post_messages(&self, key: &str, body: impl Into<String>) -> TestResponse {
         self.send(self.messages(key, body)).await
+    }
+
+    /// All-time counters of `subject`.
+    pub async fn total(&self, subject: Subject<'_>) -> Counters {
+        self.recorder
+            .read(subject, &[Period::Total])
+            .await
+            .expect("reading counters")[0]
+    }
+
+    /// All-time counters of `subject` once no count is in flight.
+    pub async fn settled_total(&self, subject: Subject<'_>) -> Counters {
+        self.recorder
+            .drain(std::time::Duration::from_secs(10))
+            .await;
+        self.total(subject).await
+    }
+
+    /// Waits until `subject` has counted `requests` requests (counting runs
+    /// after the answer, off the client's path), then until no count is in
+    /// flight, and returns its all-time counters.
+    pub async fn usage_after(&self, subject: Subject<'_>, requests: u64) -> Counters {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let counters = self.total(subject).await;
+            if counters.requests >= requests || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.recorder
+            .drain(std::time::Duration::from_secs(10))
+            .await;
+        self.total(subject).await
     }
 
     /// What the mock received with account `name`'s credential (`A`, `B`).

@@ -1,0 +1,123 @@
+//! Counts one relayed answer: the tap reads usage as bytes pass, and the
+//! count is written exactly once, however the answer ends (complete, cut
+//! by the upstream, or abandoned by the client).
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::observe::RequestLog;
+use crate::usage::pricing::PriceTable;
+use crate::usage::record::{Recorder, UsageEvent};
+use crate::usage::tap::{Observed, UsageTap};
+
+/// Who is billed for the answer.
+pub struct Billing {
+    pub recorder: Recorder,
+    pub prices: Arc<PriceTable>,
+    pub key_id: String,
+    pub account_id: String,
+    pub requested_model: String,
+}
+
+/// Where the final count of an answer goes.
+pub trait UsageSink: Send {
+    fn count(self: Box<Self>, request_id: &str, observed: Observed);
+}
+
+pub struct Meter {
+    tap: Option<UsageTap>,
+    sink: Option<Box<dyn UsageSink>>,
+    log: Arc<RequestLog>,
+}
+
+impl Meter {
+    /// `sink` is `None` for answers that are not billed as messages
+    /// (count_tokens, models, errors).
+    pub fn new(tap: UsageTap, sink: Option<Box<dyn UsageSink>>, log: Arc<RequestLog>) -> Meter {
+        Meter {
+            tap: Some(tap),
+            sink,
+            log,
+        }
+    }
+
+    pub fn is_sse(&self) -> bool {
+        self.tap.as_ref().is_some_and(UsageTap::is_sse)
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if let Some(tap) = &mut self.tap {
+            tap.feed(chunk);
+        }
+    }
+
+    pub fn to_boundary(&self) -> &'static [u8] {
+        self.tap.as_ref().map_or(b"", UsageTap::to_boundary)
+    }
+
+    pub fn saw_stop_or_error(&self) -> bool {
+        self.tap.as_ref().is_some_and(UsageTap::saw_stop_or_error)
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.log.request_id
+    }
+
+    pub fn log(&self) -> &RequestLog {
+        &self.log
+    }
+
+    /// Ends the count; later calls do nothing.
+    pub fn finish(&mut self, complete: bool) {
+        let Some(tap) = self.tap.take() else { return };
+        let observed = tap.finish(complete);
+        self.log
+            .set_tokens(observed.usage.input_tokens, observed.usage.output_tokens);
+        if observed.unreadable > 0 {
+            tracing::warn!(
+                request_id = %self.log.request_id,
+                unreadable = observed.unreadable,
+                "parts of the answer could not be read for usage"
+            );
+        }
+        if let Some(sink) = self.sink.take() {
+            sink.count(&self.log.request_id, observed);
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+impl UsageSink for Billing {
+    fn count(self: Box<Self>, request_id: &str, observed: Observed) {
+        let Billing {
+            recorder,
+            prices,
+            key_id,
+            account_id,
+            requested_model,
+        } = *self;
+        let model = observed.model.unwrap_or(requested_model);
+        let cost = match prices.cost(&model, &observed.usage) {
+            Some(cost) => cost,
+            None => {
+                tracing::warn!(request_id, model = %model, "no price for this model; counted at zero cost");
+                0
+            }
+        };
+        recorder.spawn(UsageEvent {
+            request_id: request_id.to_owned(),
+            key_id,
+            account_id,
+            model,
+            usage: observed.usage,
+            cost_nano_usd: cost,
+            at: OffsetDateTime::now_utc(),
+        });
+    }
+}

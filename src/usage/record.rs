@@ -1,0 +1,301 @@
+//! Usage counters in Redis: per key, account and model, per day, month and
+//! total. Written after the answer, off the client's path, in one round
+//! trip, and exactly once per request even when a write is retried.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use time::{Date, OffsetDateTime, UtcOffset};
+use tokio::sync::Notify;
+
+use super::Usage;
+use crate::store::{Store, StoreResult};
+
+/// Counter fields, the same in every counter hash.
+pub const FIELDS: [&str; 8] = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_5m_input_tokens",
+    "cache_creation_1h_input_tokens",
+    "cache_read_input_tokens",
+    "cost_nano_usd",
+];
+
+const DAY_TTL: Duration = Duration::from_secs(400 * 86_400);
+const MONTH_TTL: Duration = Duration::from_secs(5 * 366 * 86_400);
+/// How long a request id is remembered, so a retried write is not counted
+/// twice.
+const SEEN_TTL: Duration = Duration::from_secs(86_400);
+const RETRY_DELAYS_MS: [u64; 5] = [100, 400, 1_600, 6_400, 25_600];
+
+/// One answer's usage, ready to be counted.
+#[derive(Debug, Clone)]
+pub struct UsageEvent {
+    pub request_id: String,
+    pub key_id: String,
+    pub account_id: String,
+    pub model: String,
+    pub usage: Usage,
+    pub cost_nano_usd: u64,
+    pub at: OffsetDateTime,
+}
+
+/// A counter hash, read back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_creation_5m_input_tokens: u64,
+    pub cache_creation_1h_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub cost_nano_usd: u64,
+}
+
+impl Counters {
+    pub fn from_hash(hash: &HashMap<String, u64>) -> Counters {
+        let get = |name: &str| hash.get(name).copied().unwrap_or(0);
+        Counters {
+            requests: get("requests"),
+            input_tokens: get("input_tokens"),
+            output_tokens: get("output_tokens"),
+            cache_creation_input_tokens: get("cache_creation_input_tokens"),
+            cache_creation_5m_input_tokens: get("cache_creation_5m_input_tokens"),
+            cache_creation_1h_input_tokens: get("cache_creation_1h_input_tokens"),
+            cache_read_input_tokens: get("cache_read_input_tokens"),
+            cost_nano_usd: get("cost_nano_usd"),
+        }
+    }
+}
+
+impl UsageEvent {
+    fn increments(&self) -> [(&'static str, u64); 8] {
+        let u = &self.usage;
+        [
+            ("requests", 1),
+            ("input_tokens", u.input_tokens),
+            ("output_tokens", u.output_tokens),
+            ("cache_creation_input_tokens", u.cache_creation_input_tokens),
+            (
+                "cache_creation_5m_input_tokens",
+                u.cache_creation_5m_input_tokens,
+            ),
+            (
+                "cache_creation_1h_input_tokens",
+                u.cache_creation_1h_input_tokens,
+            ),
+            ("cache_read_input_tokens", u.cache_read_input_tokens),
+            ("cost_nano_usd", self.cost_nano_usd),
+        ]
+    }
+}
+
+/// The periods an event is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day(Date),
+    Month(i32, u8),
+    Total,
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Period::Day(date) => write!(
+                f,
+                "day:{:04}-{:02}-{:02}",
+                date.year(),
+                u8::from(date.month()),
+                date.day()
+            ),
+            Period::Month(year, month) => write!(f, "month:{year:04}-{month:02}"),
+            Period::Total => f.write_str("total"),
+        }
+    }
+}
+
+/// Whose counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    Key(&'a str),
+    Account(&'a str),
+    Model(&'a str),
+}
+
+/// KEYS: seen marker, day, month, total. ARGV: seen ttl, day ttl, month
+/// ttl, then field/increment pairs. Counts nothing if the marker exists.
+const RECORD: &str = r"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+for i = 4, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 1
+";
+
+/// Counts usage; cheap to clone. Tracks writes still in flight so a
+/// stopping relay can wait for them.
+#[derive(Clone)]
+pub struct Recorder {
+    store: Store,
+    offset: UtcOffset,
+    in_flight: Arc<(AtomicUsize, Notify)>,
+}
+
+impl Recorder {
+    pub fn new(store: Store, offset: UtcOffset) -> Recorder {
+        Recorder {
+            store,
+            offset,
+            in_flight: Arc::new((AtomicUsize::new(0), Notify::new())),
+        }
+    }
+
+    /// The periods `at` falls in, in the configured day offset.
+    pub fn periods(&self, at: OffsetDateTime) -> [Period; 3] {
+        periods(at, self.offset)
+    }
+
+    /// Counts the event in the background, retrying with backoff while
+    /// Redis is away; each attempt is idempotent.
+    pub fn spawn(&self, event: UsageEvent) {
+        let recorder = self.clone();
+        self.in_flight.0.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            recorder.record_with_retries(&event).await;
+            if recorder.in_flight.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+                recorder.in_flight.1.notify_waiters();
+            }
+        });
+    }
+
+    async fn record_with_retries(&self, event: &UsageEvent) {
+        let mut delays = RETRY_DELAYS_MS.iter();
+        loop {
+            let err = match self.record(event).await {
+                Ok(()) => return,
+                Err(err) => err,
+            };
+            let Some(delay) = delays.next() else {
+                tracing::error!(
+                    request_id = %event.request_id, key_id = %event.key_id,
+                    account_id = %event.account_id, model = %event.model,
+                    input_tokens = event.usage.input_tokens, output_tokens = event.usage.output_tokens,
+                    cost_nano_usd = event.cost_nano_usd, error = %err,
+                    "usage could not be counted"
+                );
+                return;
+            };
+            tracing::warn!(request_id = %event.request_id, error = %err, "counting usage failed; retrying");
+            tokio::time::sleep(Duration::from_millis(*delay)).await;
+        }
+    }
+
+    /// Waits until every background write has finished, at most `limit`.
+    pub async fn drain(&self, limit: Duration) {
+        let wait = async {
+            loop {
+                let notified = self.in_flight.1.notified();
+                if self.in_flight.0.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    /// One round trip: a script per counter group (each on its own hash
+    /// tag), pipelined.
+    pub async fn record(&self, event: &UsageEvent) -> StoreResult<()> {
+        let names = self.store.names();
+        let periods = self.periods(event.at);
+        let mut pipe = redis::pipe();
+        for subject in [
+            Subject::Key(&event.key_id),
+            Subject::Account(&event.account_id),
+            Subject::Model(&event.model),
+        ] {
+            let tag = names.usage_tag(subject);
+            let eval = pipe.cmd("EVAL").arg(RECORD).arg(4);
+            eval.arg(names.usage_seen(&tag, &event.request_id));
+            for period in &periods {
+                eval.arg(names.usage(&tag, period));
+            }
+            eval.arg(SEEN_TTL.as_secs())
+                .arg(DAY_TTL.as_secs())
+                .arg(MONTH_TTL.as_secs());
+            for (field, value) in event.increments() {
+                eval.arg(field).arg(value);
+            }
+            pipe.ignore();
+        }
+        pipe.cmd("SADD")
+            .arg(names.usage_models())
+            .arg(&event.model)
+            .ignore();
+        let () = pipe.query_async(&mut self.store.conn()).await?;
+        Ok(())
+    }
+
+    /// Reads the counters of `subject` for each period.
+    pub async fn read(
+        &self,
+        subject: Subject<'_>,
+        periods: &[Period],
+    ) -> StoreResult<Vec<Counters>> {
+        let names = self.store.names();
+        let tag = names.usage_tag(subject);
+        let mut pipe = redis::pipe();
+        for period in periods {
+            pipe.hgetall(names.usage(&tag, period));
+        }
+        let hashes: Vec<HashMap<String, u64>> = pipe.query_async(&mut self.store.conn()).await?;
+        Ok(hashes.iter().map(Counters::from_hash).collect())
+    }
+
+    /// Every model that has counters.
+    pub async fn models(&self) -> StoreResult<Vec<String>> {
+        let mut models: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.store.names().usage_models())
+            .query_async(&mut self.store.conn())
+            .await?;
+        models.sort();
+        Ok(models)
+    }
+}
+
+pub fn periods(at: OffsetDateTime, offset: UtcOffset) -> [Period; 3] {
+    let local = at.to_offset(offset);
+    [
+        Period::Day(local.date()),
+        Period::Month(local.year(), u8::from(local.month())),
+        Period::Total,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::{datetime, offset};
+
+    #[test]
+    fn days_and_months_follow_the_configured_offset() {
+        let at = datetime!(2026-12-31 23:30 UTC);
+
+        let utc = periods(at, UtcOffset::UTC).map(|p| p.to_string());
+        let east = periods(at, offset!(+1)).map(|p| p.to_string());
+
+        assert_eq!(utc, ["day:2026-12-31", "month:2026-12", "total"]);
+        assert_eq!(east, ["day:2027-01-01", "month:2027-01", "total"]);
+    }
+}
