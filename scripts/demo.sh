@@ -46,8 +46,14 @@ BIN=target/release
 
 if docker info >/dev/null 2>&1; then
   scripts/build-redis-image.sh >&2
-  CONTAINER=$(docker run -d --rm --label claude-relay-demo=1 -p 127.0.0.1::6379 \
-    "${TEST_REDIS_IMAGE:-claude-relay-redis:local}")
+  # The engine can hand out a port another starting container just took:
+  # try again.
+  for _ in 1 2 3; do
+    CONTAINER=$(docker run -d --rm --label claude-relay-demo=1 -p 127.0.0.1::6379 \
+      "${TEST_REDIS_IMAGE:-claude-relay-redis:local}") && break
+    sleep 1
+  done
+  [[ -n "$CONTAINER" ]] || { echo "could not start the Redis container" >&2; exit 1; }
   REDIS_PORT=$(docker port "$CONTAINER" 6379/tcp | head -n1 | sed 's/.*://')
   say "Redis in container ${CONTAINER:0:12} on 127.0.0.1:$REDIS_PORT"
 elif command -v redis-server >/dev/null 2>&1; then

@@ -211,3 +211,83 @@ async fn usage_command_reports_the_numbers_the_relay_counted() {
     assert!(table.starts_with("key key-1\n"), "{table}");
     assert!(table.contains("0.0010935"), "{table}");
 }
+
+/// SIGTERM stops new work but lets a running stream finish.
+#[tokio::test]
+async fn sigterm_lets_the_running_stream_finish_then_exits() {
+    use futures::StreamExt;
+    let redis_url = redis::redis_url();
+    let prefix = format!("t-bin-{}:", uuid::Uuid::new_v4().simple());
+    let mock = MockUpstream::start(MockConfig::default().with_profile("sk-up-A", Profile::Ok))
+        .await
+        .unwrap();
+    let deltas: Vec<String> = (0..8).map(|i| format!("part {i} ")).collect();
+    mock.push_answers(
+        "sk-up-A",
+        vec![crate::harness::Answer::sse_standard(
+            mock_upstream::SseStandard {
+                deltas,
+                delta_pause_ms: 100,
+                ..Default::default()
+            },
+        )],
+    );
+    let seed = seed_file(&mock.url());
+    assert!(
+        relay_command(&redis_url, &prefix)
+            .arg("seed")
+            .arg(&seed.0)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let mut child = relay_command(&redis_url, &prefix)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let pid = child.id();
+    let mut relay = Running(child);
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", K1)
+        .header("content-type", "application/json")
+        .body(body(true))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&first).into_owned();
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let status = tokio::task::spawn_blocking(move || relay.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(killed.success());
+    assert!(text.contains("part 7"), "the stream ran to its end: {text}");
+    assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    assert!(status.success(), "exit status {status}");
+}
