@@ -8,6 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::store::Service;
+
 /// Everything the relay itself can refuse a request for. Upstream answers
 /// that are relayed verbatim never become a `RelayError`.
 #[derive(Debug, thiserror::Error)]
@@ -18,12 +20,17 @@ pub enum RelayError {
     MissingKey,
     #[error("unknown API key")]
     InvalidKey,
+    #[error("repeated key headers disagree")]
+    AmbiguousKey,
     #[error("API key disabled")]
     KeyDisabled,
     #[error("API key expired")]
     KeyExpired { expired_at: String },
     #[error("service {service} not permitted for this key")]
-    ServiceNotPermitted { service: &'static str },
+    ServiceNotPermitted {
+        service: Service,
+        allowed: Vec<Service>,
+    },
     #[error("client not allowed")]
     ClientNotAllowed {
         allowed: Vec<String>,
@@ -52,6 +59,13 @@ pub enum RelayError {
     MethodNotAllowed { method: String, path: String },
     #[error("unsupported content type {content_type:?}")]
     UnsupportedMediaType { content_type: Option<String> },
+    #[error("header {name} is not UTF-8")]
+    InvalidHeader { name: String },
+    #[error("request headers of {size_bytes} bytes, over the limit of {limit_bytes}")]
+    HeadersTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     #[error("internal error: {0:#}")]
     Internal(#[source] anyhow::Error),
 }
@@ -79,6 +93,7 @@ impl RelayError {
             ),
             E::MissingKey => auth("missing_api_key"),
             E::InvalidKey => auth("invalid_api_key"),
+            E::AmbiguousKey => auth("ambiguous_api_key"),
             E::KeyDisabled => auth("key_disabled"),
             E::KeyExpired { .. } => auth("key_expired"),
             E::ServiceNotPermitted { .. } => permission("service_not_permitted"),
@@ -111,6 +126,11 @@ impl RelayError {
             E::UnsupportedMediaType { .. } => {
                 invalid_request(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            E::InvalidHeader { .. } => invalid_request(StatusCode::BAD_REQUEST, "invalid_header"),
+            E::HeadersTooLarge { .. } => invalid_request(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             E::Internal(_) => class(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
@@ -134,15 +154,20 @@ impl RelayError {
             E::InvalidKey => "This API key is not valid on this relay. Check that you are using \
                  the key your relay operator issued."
                 .into(),
+            E::AmbiguousKey => "The request carries several different API keys in repeated \
+                 x-api-key or Authorization headers. Send exactly one key."
+                .into(),
             E::KeyDisabled => {
                 "This API key has been disabled. Ask your relay operator to enable it.".into()
             }
             E::KeyExpired { expired_at } => format!(
                 "This API key expired at {expired_at}. Ask your relay operator for a new key."
             ),
-            E::ServiceNotPermitted { service } => {
-                format!("This API key may not use {service}. Ask your relay operator to allow it.")
-            }
+            E::ServiceNotPermitted { service, .. } => format!(
+                "This API key may not call {}. Ask your relay operator to allow the \
+                 `{service}` service for it.",
+                service.route()
+            ),
             E::ClientNotAllowed { allowed, .. } => format!(
                 "This API key only accepts requests from these clients: {}. Use one of them, \
                  or ask your relay operator to allow your client.",
@@ -151,7 +176,11 @@ impl RelayError {
             E::InvalidJson { reason } => {
                 format!("The request body is not valid JSON ({reason}). Send a JSON object.")
             }
-            E::InvalidBody { reason } => format!("The request body is not valid: {reason}."),
+            E::InvalidBody { reason } => {
+                format!(
+                    "The request body is not valid: {reason}. Fix the request and send it again."
+                )
+            }
             E::ModelNotAllowed { model } => format!(
                 "This API key may not use the model {model}. Use a model your relay operator \
                  allowed; GET /v1/models lists them."
@@ -184,6 +213,15 @@ impl RelayError {
             E::UnsupportedMediaType { .. } => {
                 "Send the request body as JSON with Content-Type: application/json.".into()
             }
+            E::InvalidHeader { name } => format!(
+                "The value of the {name} header is not valid UTF-8 text. Fix or remove that \
+                 header, then retry."
+            ),
+            E::HeadersTooLarge { limit_bytes, .. } => format!(
+                "The request headers are larger than this relay accepts ({} KiB). Remove \
+                 oversized or repeated headers, then retry.",
+                limit_bytes / 1024
+            ),
             E::Internal(_) => {
                 "The relay hit an unexpected error. Retry; if it persists, tell your relay \
                  operator the request id."
@@ -198,7 +236,9 @@ impl RelayError {
         match self {
             E::BodyTooLarge { limit_bytes } => Some(json!({ "limit_bytes": limit_bytes })),
             E::KeyExpired { expired_at } => Some(json!({ "expired_at": expired_at })),
-            E::ServiceNotPermitted { service } => Some(json!({ "service": service })),
+            E::ServiceNotPermitted { service, allowed } => {
+                Some(json!({ "service": service, "allowed_services": allowed }))
+            }
             E::ClientNotAllowed {
                 allowed,
                 user_agent,
@@ -220,8 +260,14 @@ impl RelayError {
             E::UnsupportedMediaType { content_type } => {
                 Some(json!({ "content_type": content_type }))
             }
+            E::InvalidHeader { name } => Some(json!({ "header": name })),
+            E::HeadersTooLarge {
+                size_bytes,
+                limit_bytes,
+            } => Some(json!({ "size_bytes": size_bytes, "limit_bytes": limit_bytes })),
             E::MissingKey
             | E::InvalidKey
+            | E::AmbiguousKey
             | E::KeyDisabled
             | E::InvalidJson { .. }
             | E::InvalidBody { .. }

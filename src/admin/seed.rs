@@ -8,10 +8,11 @@ use anyhow::{Context, bail};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
+use time::OffsetDateTime;
 
 use crate::auth::hash_key;
 use crate::store::records::AccountKind;
-use crate::store::{AccountRecord, AuthScheme, KeyRecord, Store};
+use crate::store::{AccountRecord, AuthScheme, KeyRecord, Service, Store};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,11 +50,22 @@ pub struct SeedKey {
     /// ... or, for a key imported from elsewhere, its hash (pepper applied).
     pub key_sha256: Option<String>,
     #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
     pub disabled: bool,
+    /// RFC 3339.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub activation_days: Option<u32>,
+    #[serde(default = "Service::all")]
+    pub services: Vec<Service>,
     #[serde(default)]
     pub allowed_clients: Vec<String>,
     #[serde(default)]
     pub allowed_models: Vec<String>,
+    #[serde(default)]
+    pub denied_models: Vec<String>,
 }
 
 fn default_priority() -> u32 {
@@ -114,11 +126,13 @@ impl SeedFile {
                 ),
                 _ => bail!("key {}: give exactly one of `key` and `key_sha256`", key.id),
             }
+            check_key_terms(key)?;
         }
         Ok(())
     }
 
     /// Upserts every record. Keys are hashed here; the key text is dropped.
+    /// A key seeded again keeps its creation time.
     pub async fn apply(
         &self,
         store: &Store,
@@ -127,8 +141,11 @@ impl SeedFile {
         for account in &self.accounts {
             store.put_account(&account.record()).await?;
         }
+        let now = OffsetDateTime::now_utc();
         for key in &self.keys {
-            store.put_key(&key.record(pepper)).await?;
+            let existing = store.key_by_id(&key.id).await?;
+            let created_at = existing.and_then(|old| old.created_at).unwrap_or(now);
+            store.put_key(&key.record(pepper, created_at)).await?;
         }
         Ok(SeedReport {
             accounts: self.accounts.len(),
@@ -153,7 +170,7 @@ impl SeedAccount {
 }
 
 impl SeedKey {
-    fn record(&self, pepper: Option<&SecretString>) -> KeyRecord {
+    fn record(&self, pepper: Option<&SecretString>, created_at: OffsetDateTime) -> KeyRecord {
         let key_sha256 = match (&self.key, &self.key_sha256) {
             (Some(key), _) => hash_key(key, pepper),
             (None, Some(hash)) => hash.clone(),
@@ -163,11 +180,33 @@ impl SeedKey {
             id: self.id.clone(),
             name: self.name.clone(),
             key_sha256,
+            owner: self.owner.clone(),
+            created_at: Some(created_at),
             disabled: self.disabled,
+            expires_at: self.expires_at,
+            activation_days: self.activation_days,
+            activated_at: None,
+            services: self.services.clone(),
             allowed_clients: self.allowed_clients.clone(),
             allowed_models: self.allowed_models.clone(),
+            denied_models: self.denied_models.clone(),
         }
     }
+}
+
+/// What a key may do must make sense: a key with no service could never be
+/// used (disable it instead), and a validity of zero days ends at once.
+fn check_key_terms(key: &SeedKey) -> anyhow::Result<()> {
+    if key.services.is_empty() {
+        bail!(
+            "key {}: `services` is empty; list at least one, or set `disabled`",
+            key.id
+        );
+    }
+    if key.activation_days == Some(0) {
+        bail!("key {}: `activation_days` must be at least 1", key.id);
+    }
+    Ok(())
 }
 
 fn is_sha256_hex(text: &str) -> bool {

@@ -8,6 +8,7 @@
 mod harness;
 
 mod auth;
+mod bad_input;
 mod binaries;
 mod clients;
 mod failover;

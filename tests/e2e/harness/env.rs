@@ -207,6 +207,11 @@ impl TestEnv {
         Builder::new()
     }
 
+    /// The relay's listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.relay
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.relay, path)
     }
