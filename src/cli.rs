@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::admin::keys::KeysCommand;
 use crate::admin::seed::SeedFile;
 use crate::app::{Application, shutdown_signal};
 use crate::config::Config;
@@ -34,6 +35,11 @@ pub enum Command {
         /// The seed file (JSON).
         file: PathBuf,
     },
+    /// Create, inspect, disable, rotate and delete relay keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
 }
 
 /// Runs one command; what it says for a person goes to `out`.
@@ -43,6 +49,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config, out).await,
         Command::Seed { file } => seed(&config, &file, out).await,
+        Command::Keys { command } => crate::admin::keys::run(command, &config, out).await,
     }
 }
 

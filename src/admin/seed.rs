@@ -141,7 +141,7 @@ impl SeedFile {
         for account in &self.accounts {
             store.put_account(&account.record()).await?;
         }
-        let now = OffsetDateTime::now_utc();
+        let now = crate::auth::lifetime::now();
         for key in &self.keys {
             let existing = store.key_by_id(&key.id).await?;
             let created_at = existing.and_then(|old| old.created_at).unwrap_or(now);

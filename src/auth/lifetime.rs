@@ -23,6 +23,12 @@ pub fn expired(record: &KeyRecord, now: OffsetDateTime) -> Option<OffsetDateTime
     valid_until(record).filter(|end| *end <= now)
 }
 
+/// Now, to the second: stored times need no more, and read better.
+pub fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
 /// Whether the key still waits for the first use that starts its clock.
 pub fn awaits_first_use(record: &KeyRecord) -> bool {
     record.activation_days.is_some() && record.activated_at.is_none()

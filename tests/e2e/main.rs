@@ -13,4 +13,5 @@ mod binaries;
 mod clients;
 mod failover;
 mod forwarding;
+mod keys;
 mod smoke;

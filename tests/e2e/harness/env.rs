@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use clap::Parser;
 use claude_relay::admin::seed::SeedFile;
+use claude_relay::cli::{Cli, Command};
 use claude_relay::store::Store;
 use claude_relay::{Application, Config};
 use mock_upstream::{MockConfig, MockUpstream, Profile, RecordedRequest};
@@ -26,6 +28,10 @@ pub struct Builder {
 
 pub struct TestEnv {
     pub mock: MockUpstream,
+    /// The relay's configuration, for operator commands against its store.
+    pub config: Config,
+    /// The relay's store, for asserting on what it holds.
+    pub store: Store,
     relay: SocketAddr,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -187,6 +193,8 @@ impl Builder {
 
         TestEnv {
             mock,
+            config,
+            store,
             relay,
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -236,6 +244,19 @@ impl TestEnv {
 
     pub async fn post_messages(&self, key: &str, body: impl Into<String>) -> TestResponse {
         self.send(self.messages(key, body)).await
+    }
+
+    /// Runs `claude-relay keys ARGS` against this relay's store and returns
+    /// what it printed.
+    pub async fn keys_cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let argv = ["claude-relay", "keys"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv)?;
+        let Command::Keys { command } = cli.command else {
+            anyhow::bail!("not a keys command");
+        };
+        let mut out = Vec::new();
+        claude_relay::admin::keys::run(command, &self.config, &mut out).await?;
+        Ok(String::from_utf8(out)?)
     }
 
     /// What the mock received with account `name`'s credential (`A`, `B`).
