@@ -207,9 +207,10 @@ impl RelayError {
                 "There is no route {method} {path} on this relay. It serves POST /v1/messages, \
                  POST /v1/messages/count_tokens and GET /v1/models."
             ),
-            E::MethodNotAllowed { method, path } => {
-                format!("{path} does not accept {method}. Check the method of your request.")
-            }
+            E::MethodNotAllowed { method, path } => format!(
+                "This relay does not accept {method} on {path}. Use POST for /v1/messages and \
+                 /v1/messages/count_tokens, and GET for /v1/models."
+            ),
             E::UnsupportedMediaType { .. } => {
                 "Send the request body as JSON with Content-Type: application/json.".into()
             }
@@ -360,5 +361,156 @@ impl IntoResponse for RelayError {
         }
         response.extensions_mut().insert(report);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VARIANTS: usize = 21;
+
+    /// Position of the variant; a new variant does not compile here until
+    /// it is added, and then fails `one_of_each_covers_every_variant` until
+    /// `one_of_each` has it.
+    fn index(err: &RelayError) -> usize {
+        use RelayError as E;
+        match err {
+            E::BodyTooLarge { .. } => 0,
+            E::MissingKey => 1,
+            E::InvalidKey => 2,
+            E::AmbiguousKey => 3,
+            E::KeyDisabled => 4,
+            E::KeyExpired { .. } => 5,
+            E::ServiceNotPermitted { .. } => 6,
+            E::ClientNotAllowed { .. } => 7,
+            E::InvalidJson { .. } => 8,
+            E::InvalidBody { .. } => 9,
+            E::ModelNotAllowed { .. } => 10,
+            E::NoUpstream { .. } => 11,
+            E::UpstreamTimeout => 12,
+            E::UpstreamUnreachable => 13,
+            E::StoreUnavailable(_) => 14,
+            E::NotFound { .. } => 15,
+            E::MethodNotAllowed { .. } => 16,
+            E::UnsupportedMediaType { .. } => 17,
+            E::InvalidHeader { .. } => 18,
+            E::HeadersTooLarge { .. } => 19,
+            E::Internal(_) => 20,
+        }
+    }
+
+    fn one_of_each() -> Vec<RelayError> {
+        use RelayError as E;
+        let text = || "x".to_owned();
+        vec![
+            E::BodyTooLarge { limit_bytes: 1 },
+            E::MissingKey,
+            E::InvalidKey,
+            E::AmbiguousKey,
+            E::KeyDisabled,
+            E::KeyExpired { expired_at: text() },
+            E::ServiceNotPermitted {
+                service: Service::Models,
+                allowed: Vec::new(),
+            },
+            E::ClientNotAllowed {
+                allowed: Vec::new(),
+                user_agent: None,
+            },
+            E::InvalidJson { reason: text() },
+            E::InvalidBody { reason: text() },
+            E::ModelNotAllowed { model: text() },
+            E::NoUpstream {
+                retry_after: None,
+                upstream_status: None,
+            },
+            E::UpstreamTimeout,
+            E::UpstreamUnreachable,
+            E::StoreUnavailable((redis::ErrorKind::Io, "down").into()),
+            E::NotFound {
+                method: text(),
+                path: text(),
+            },
+            E::MethodNotAllowed {
+                method: "GET".into(),
+                path: "/v1/messages".into(),
+            },
+            E::UnsupportedMediaType { content_type: None },
+            E::InvalidHeader { name: text() },
+            E::HeadersTooLarge {
+                size_bytes: 2,
+                limit_bytes: 1,
+            },
+            E::Internal(anyhow::anyhow!("bug")),
+        ]
+    }
+
+    fn read(path: &str) -> String {
+        std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn one_of_each_covers_every_variant() {
+        let mut seen = [false; VARIANTS];
+        for err in one_of_each() {
+            seen[index(&err)] = true;
+        }
+        assert_eq!(seen, [true; VARIANTS]);
+    }
+
+    #[test]
+    fn every_error_has_its_own_code_and_a_client_or_server_status() {
+        let mut codes: Vec<&str> = one_of_each().iter().map(|err| err.class().code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), VARIANTS);
+        for err in one_of_each() {
+            let status = err.class().status;
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_code_is_in_the_readme_table_with_its_status_and_type() {
+        let readme = read("README.md");
+        for err in one_of_each() {
+            let class = err.class();
+            let row = format!(
+                "| {} | `{}` | `{}` |",
+                class.status.as_u16(),
+                class.kind,
+                class.code
+            );
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn every_code_has_a_snapshot_of_its_body() {
+        let dir = format!("{}/snapshots", env!("CARGO_MANIFEST_DIR"));
+        let snapshots: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+            .collect();
+        for err in one_of_each() {
+            let code = format!("\"code\": \"{}\"", err.class().code);
+            assert!(
+                snapshots.iter().any(|snap| snap.contains(&code)),
+                "no snapshot shows {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_are_sentences_that_end_in_a_full_stop() {
+        for err in one_of_each() {
+            let message = err.user_message();
+            assert!(message.ends_with('.'), "{message}");
+            assert!(message.starts_with(char::is_uppercase), "{message}");
+        }
     }
 }

@@ -14,4 +14,5 @@ mod clients;
 mod failover;
 mod forwarding;
 mod keys;
+mod models;
 mod smoke;
