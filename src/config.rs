@@ -490,3 +490,96 @@ fn secret(
         (None, None) => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        }
+    }
+
+    #[test]
+    fn listed_models_are_ids_or_tables() {
+        let layer: Layer = toml::from_str(
+            r#"models = [
+                "claude-sonnet-4-5-20250929",
+                "claude-sonnet-4-5",
+                { id = "m", display_name = "M", created_at = "2025-01-02T03:04:05Z" },
+            ]"#,
+        )
+        .unwrap();
+
+        let config = Config::from_layer(layer, Secrets::default()).unwrap();
+
+        let shown: Vec<(&str, &str, &str)> = config
+            .models
+            .iter()
+            .map(|m| {
+                (
+                    m.id.as_str(),
+                    m.display_name.as_str(),
+                    m.created_at.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "claude-sonnet-4-5-20250929",
+                    "claude-sonnet-4-5-20250929",
+                    "2025-09-29T00:00:00Z"
+                ),
+                (
+                    "claude-sonnet-4-5",
+                    "claude-sonnet-4-5",
+                    "1970-01-01T00:00:00Z"
+                ),
+                ("m", "M", "2025-01-02T03:04:05Z"),
+            ]
+        );
+    }
+
+    #[test]
+    fn listed_models_with_a_bad_time_or_unknown_field_are_refused() {
+        for text in [
+            r#"models = [{ id = "m", created_at = "yesterday" }]"#,
+            r#"models = [{ id = "m", colour = "red" }]"#,
+            r#"models = [""]"#,
+        ] {
+            assert!(toml::from_str::<Layer>(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn models_and_header_limit_come_from_the_environment() {
+        let vars = env(&[
+            ("RELAY_MODELS", "claude-haiku-4-5-20251001, claude-opus-4-5"),
+            ("RELAY_HEADER_LIMIT_KB", "64"),
+        ]);
+
+        let layer = Layer::from_env(&vars).unwrap();
+        let config = Config::from_layer(layer, Secrets::default()).unwrap();
+
+        let ids: Vec<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["claude-haiku-4-5-20251001", "claude-opus-4-5"]);
+        assert_eq!(config.header_limit_bytes, 64 * 1024);
+        assert_eq!(Config::default().header_limit_bytes, 32 * 1024);
+    }
+
+    #[test]
+    fn a_header_limit_of_zero_is_refused() {
+        let layer = Layer {
+            header_limit_kb: Some(0),
+            ..Layer::default()
+        };
+
+        assert!(Config::from_layer(layer, Secrets::default()).is_err());
+    }
+}

@@ -53,8 +53,7 @@ pub struct SeedKey {
     pub owner: String,
     #[serde(default)]
     pub disabled: bool,
-    /// RFC 3339.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default, deserialize_with = "rfc3339_field")]
     pub expires_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub activation_days: Option<u32>,
@@ -66,6 +65,24 @@ pub struct SeedKey {
     pub allowed_models: Vec<String>,
     #[serde(default)]
     pub denied_models: Vec<String>,
+}
+
+/// An RFC 3339 time, with an error that says which field and what form.
+fn rfc3339_field<'de, D>(de: D) -> Result<Option<OffsetDateTime>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let Some(text) = Option::<String>::deserialize(de)? else {
+        return Ok(None);
+    };
+    let format = time::format_description::well_known::Rfc3339;
+    OffsetDateTime::parse(&text, &format)
+        .map(Some)
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "expires_at {text:?} is not an RFC 3339 time such as 2026-12-31T00:00:00Z"
+            ))
+        })
 }
 
 fn default_priority() -> u32 {
@@ -286,6 +303,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("colour"), "{err:#}");
+    }
+
+    #[test]
+    fn keys_accept_owner_lifetime_services_and_a_deny_list() {
+        let seed = SeedFile::parse(
+            r#"{"keys":[{"id":"k","name":"K","key":"x","owner":"alice",
+                "expires_at":"2026-12-31T00:00:00+01:00","activation_days":30,
+                "services":["messages","models"],"denied_models":["claude-opus-4-5"]}]}"#,
+            &env,
+        )
+        .unwrap();
+
+        let record = seed.keys[0].record(None, time::macros::datetime!(2026-01-01 0:00 UTC));
+        assert_eq!(record.owner, "alice");
+        assert_eq!(
+            record.expires_at,
+            Some(time::macros::datetime!(2026-12-30 23:00 UTC))
+        );
+        assert_eq!(record.activation_days, Some(30));
+        assert_eq!(record.services, [Service::Messages, Service::Models]);
+        assert_eq!(record.denied_models, ["claude-opus-4-5"]);
+        assert_eq!(record.activated_at, None);
+    }
+
+    #[test]
+    fn a_key_without_services_may_call_every_service() {
+        let seed = SeedFile::parse(r#"{"keys":[{"id":"k","name":"K","key":"x"}]}"#, &env).unwrap();
+
+        assert_eq!(seed.keys[0].services, Service::all());
+    }
+
+    #[test]
+    fn key_terms_that_make_no_sense_are_errors() {
+        for (key, expected) in [
+            (r#""services":[]"#, "services"),
+            (r#""services":["chat"]"#, "chat"),
+            (r#""activation_days":0"#, "activation_days"),
+            (r#""expires_at":"tomorrow""#, "expires_at"),
+        ] {
+            let text = format!(r#"{{"keys":[{{"id":"k","name":"K","key":"x",{key}}}]}}"#);
+            let err = SeedFile::parse(&text, &env).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{key}: {err:#}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::fixtures::{self, CAPTURED_KEY};
+use crate::harness::fixtures;
 use crate::harness::{K1, K2, K3, TestEnv, body, snapshot};
 
 #[tokio::test]
@@ -172,7 +172,8 @@ async fn the_key_is_read_as_the_documented_policy_says() {
     let env = TestEnv::start().await;
     let unknown = format!("cr_{}", "9".repeat(64));
     let bearer = |key: &str| format!("Bearer {key}");
-    let cases: Vec<(&str, Vec<(&str, String)>, u16, &str)> = vec![
+    type Headers = Vec<(&'static str, String)>;
+    let cases: Vec<(&str, Headers, u16, &str)> = vec![
         (
             "x-api-key wins over Authorization",
             vec![

@@ -26,14 +26,14 @@ async fn everything_stored(env: &TestEnv) -> String {
         .arg(pattern)
         .query_async(&mut conn)
         .await
-        .unwrap();
+        .expect("listing the test's Redis keys");
     let mut all = String::new();
     for name in names {
         let pairs: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(&name)
             .query_async(&mut conn)
             .await
-            .unwrap();
+            .expect("reading a Redis hash");
         for (field, value) in pairs {
             all.push_str(&format!("{name} {field} {value}\n"));
         }
