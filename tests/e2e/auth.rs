@@ -345,6 +345,12 @@ async fn model_allow_list_matches_dated_ids_and_aliases_only() {
             assert_eq!(response.error_code(), "model_not_allowed");
         }
     }
+    env.mock.clear_journal();
+    let no_model = r#"{"max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+    let response = env.post_messages(K3, no_model).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json()["error"]["type"], "invalid_request_error");
+    assert!(env.mock.journal().is_empty());
 }
 
 #[tokio::test]
