@@ -10,9 +10,14 @@
 //!
 //! When both headers carry a key, `x-api-key` wins: it is the header the
 //! Messages API defines, and clients that send both send the same key.
-//! Repeated lines of the chosen header must agree, otherwise the request is
-//! ambiguous and refused. A value that is not visible ASCII is an invalid
-//! key, not a missing one.
+//! Blank lines and lines of another scheme are skipped. Repeated lines of
+//! the chosen header must agree, otherwise the request is ambiguous and
+//! refused (`ambiguous_api_key`) rather than tried with either key. A line
+//! that is not visible ASCII makes the key invalid (`invalid_api_key`), not
+//! missing: the client did send something, and no relay key looks like it.
+//!
+//! Each decision has a unit test here, a property test against the policy
+//! written out by hand, and an end-to-end test through the relay.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 
