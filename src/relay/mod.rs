@@ -89,8 +89,15 @@ async fn relay_body_request(
 }
 
 /// Refuses a request whose headers are larger than the configured limit,
-/// before any route reads them. (Past hyper's own read buffer, about
-/// 400 KiB, hyper answers 431 itself, before the relay sees the request.)
+/// before any route reads them.
+///
+/// Past hyper's read buffer (8 KiB + 400 KiB) or past 100 header lines,
+/// hyper answers a bare 431 and closes, before any service runs, so that
+/// answer cannot carry the envelope. `axum::serve` builds its hyper
+/// connection with defaults and offers no hook; serving through
+/// `hyper_util`'s builder would allow a larger buffer, but that only moves
+/// the point where hyper answers on its own, at a memory cost per
+/// connection. The relay's own limit sits well below it.
 pub async fn limit_headers(
     State(state): State<AppState>,
     request: Request,
