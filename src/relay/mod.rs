@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-
 use time::OffsetDateTime;
 
 use crate::app::AppState;
@@ -103,6 +102,7 @@ pub async fn limit_headers(
     request: Request,
     next: Next,
 ) -> Response {
+    // Each line as it came on the wire: name, ": ", value, CRLF.
     let size: usize = request
         .headers()
         .iter()
@@ -139,10 +139,22 @@ async fn admit(
         .map_err(store_error)?
         .ok_or(RelayError::InvalidKey)?;
     log.set_key(&record.id);
+    check_key_terms(&record, service)?;
+    if !client_allowed(&state.config.clients, &record.allowed_clients, headers) {
+        return Err(RelayError::ClientNotAllowed {
+            allowed: record.allowed_clients.clone(),
+            user_agent: headers.get(header::USER_AGENT).map(shown_user_agent),
+        });
+    }
+    Ok(record)
+}
+
+/// Enabled, not expired, allowed this service.
+fn check_key_terms(record: &KeyRecord, service: Service) -> Result<(), RelayError> {
     if record.disabled {
         return Err(RelayError::KeyDisabled);
     }
-    if let Some(end) = lifetime::expired(&record, OffsetDateTime::now_utc()) {
+    if let Some(end) = lifetime::expired(record, OffsetDateTime::now_utc()) {
         return Err(RelayError::KeyExpired {
             expired_at: rfc3339(end),
         });
@@ -153,13 +165,7 @@ async fn admit(
             allowed: record.services.clone(),
         });
     }
-    if !client_allowed(&state.config.clients, &record.allowed_clients, headers) {
-        return Err(RelayError::ClientNotAllowed {
-            allowed: record.allowed_clients.clone(),
-            user_agent: headers.get(header::USER_AGENT).map(shown_user_agent),
-        });
-    }
-    Ok(record)
+    Ok(())
 }
 
 /// Starts the clock of a key valid for N days from its first use. Called
