@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::auth::hash_key;
 use crate::store::records::AccountKind;
-use crate::store::{AccountRecord, AuthScheme, KeyRecord, Service, Store};
+use crate::store::{AccountRecord, AuthScheme, KeyRecord, Service, Store, StoreError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,7 +160,11 @@ impl SeedFile {
         }
         let now = crate::auth::lifetime::now();
         for key in &self.keys {
-            let existing = store.key_by_id(&key.id).await?;
+            // A record that no longer reads is what seeding repairs.
+            let existing = match store.key_by_id(&key.id).await {
+                Err(StoreError::Corrupt { .. }) => None,
+                other => other?,
+            };
             let created_at = existing.and_then(|old| old.created_at).unwrap_or(now);
             store.put_key(&key.record(pepper, created_at)).await?;
         }

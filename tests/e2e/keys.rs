@@ -290,3 +290,34 @@ async fn first_use_is_only_a_request_that_passes_every_check() {
     assert_eq!(again.status, 200);
     assert_eq!(first_use().await, Some(recorded), "written once");
 }
+
+#[tokio::test]
+async fn seeding_a_key_again_keeps_its_creation_time_and_repairs_an_unreadable_one() {
+    let env = TestEnv::start().await;
+    let seed = |text: &str| claude_relay::admin::seed::SeedFile::parse(text, &|_| None).unwrap();
+    let key = seed(r#"{"keys":[{"id":"key-1","name":"K1 again","key":"cr_again"}]}"#);
+    let created = env
+        .store
+        .key_by_id("key-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .created_at;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    key.apply(&env.store, None).await.unwrap();
+
+    let record = env.store.key_by_id("key-1").await.unwrap().unwrap();
+    assert_eq!(record.name, "K1 again");
+    assert_eq!(record.created_at, created);
+    // Written by hand on purpose: the relay's own code never writes this.
+    let _: () = redis::cmd("HSET")
+        .arg(env.store.names().keys_by_hash())
+        .arg(hash_key("cr_again", None))
+        .arg("{not json")
+        .query_async(&mut env.store.conn())
+        .await
+        .unwrap();
+    key.apply(&env.store, None).await.unwrap();
+    assert_eq!(env.post_messages("cr_again", body(false)).await.status, 200);
+}
