@@ -296,20 +296,15 @@ async fn seeding_a_key_again_keeps_its_creation_time_and_repairs_an_unreadable_o
     let env = TestEnv::start().await;
     let seed = |text: &str| claude_relay::admin::seed::SeedFile::parse(text, &|_| None).unwrap();
     let key = seed(r#"{"keys":[{"id":"key-1","name":"K1 again","key":"cr_again"}]}"#);
-    let created = env
-        .store
-        .key_by_id("key-1")
-        .await
-        .unwrap()
-        .unwrap()
-        .created_at;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut old = env.store.key_by_id("key-1").await.unwrap().unwrap();
+    old.created_at = Some(datetime!(2020-01-01 00:00 UTC));
+    env.store.put_key(&old).await.unwrap();
 
     key.apply(&env.store, None).await.unwrap();
 
     let record = env.store.key_by_id("key-1").await.unwrap().unwrap();
     assert_eq!(record.name, "K1 again");
-    assert_eq!(record.created_at, created);
+    assert_eq!(record.created_at, old.created_at);
     // Written by hand on purpose: the relay's own code never writes this.
     let _: () = redis::cmd("HSET")
         .arg(env.store.names().keys_by_hash())
