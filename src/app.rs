@@ -120,6 +120,7 @@ impl Application {
 }
 
 pub fn router(state: AppState) -> Router {
+    let header_limit = middleware::from_fn_with_state(state.clone(), relay::limit_headers);
     Router::new()
         .route("/v1/messages", post(relay::messages))
         .route("/v1/messages/count_tokens", post(relay::count_tokens))
@@ -129,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(header_limit)
         .layer(middleware::from_fn(observe::observe))
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::admin::keys::KeysCommand;
 use crate::admin::seed::SeedFile;
 use crate::app::{Application, shutdown_signal};
 use crate::config::Config;
@@ -35,6 +36,11 @@ pub enum Command {
     Seed {
         /// The seed file (JSON).
         file: PathBuf,
+    },
+    /// Create, inspect, disable, rotate and delete relay keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Usage and cost counters, per day, month and total.
     Usage(UsageArgs),
@@ -66,6 +72,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config, out).await,
         Command::Seed { file } => seed(&config, &file, out).await,
+        Command::Keys { command } => crate::admin::keys::run(command, &config, out).await,
         Command::Usage(args) => usage(&config, args, out).await,
     }
 }

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use secrecy::SecretString;
 use serde::Deserialize;
 use time::UtcOffset;
+use time::format_description::well_known::Rfc3339;
 
 use crate::auth::clients::ClientRule;
 
@@ -25,6 +26,10 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     /// Client kinds a key may be restricted to, built-ins first.
     pub clients: Vec<ClientRule>,
+    /// What `GET /v1/models` lists when no account can answer it.
+    pub models: Vec<ListedModel>,
+    /// Largest total size of a request's headers the relay reads.
+    pub header_limit_bytes: usize,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
     pub secrets: Secrets,
@@ -58,6 +63,70 @@ pub struct Secrets {
     pub admin_token: Option<SecretString>,
     pub account_key: Option<SecretString>,
     pub plaintext_credentials: bool,
+}
+
+/// A model in the configured list: an id, or a table with the id, a
+/// display name and a creation time (RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "ModelSpec")]
+pub struct ListedModel {
+    pub id: String,
+    pub display_name: String,
+    pub created_at: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ModelSpec {
+    Id(String),
+    Full(ModelTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelTable {
+    id: String,
+    display_name: Option<String>,
+    created_at: Option<String>,
+}
+
+impl TryFrom<ModelSpec> for ListedModel {
+    type Error = String;
+
+    fn try_from(spec: ModelSpec) -> Result<ListedModel, String> {
+        let (id, display_name, created_at) = match spec {
+            ModelSpec::Id(id) => (id, None, None),
+            ModelSpec::Full(table) => (table.id, table.display_name, table.created_at),
+        };
+        if id.trim().is_empty() {
+            return Err("a listed model needs an id".into());
+        }
+        let created_at = match created_at {
+            Some(text) => {
+                time::OffsetDateTime::parse(&text, &Rfc3339)
+                    .map_err(|err| format!("model {id}: created_at {text:?}: {err}"))?;
+                text
+            }
+            None => snapshot_date(&id).unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
+        };
+        Ok(ListedModel {
+            display_name: display_name.unwrap_or_else(|| id.clone()),
+            id,
+            created_at,
+        })
+    }
+}
+
+/// `2025-09-29T00:00:00Z` for `claude-sonnet-4-5-20250929`.
+fn snapshot_date(id: &str) -> Option<String> {
+    let family = crate::auth::models::family(id);
+    let date = id.get(family.len() + 1..).filter(|_| family != id)?;
+    Some(format!(
+        "{}-{}-{}T00:00:00Z",
+        &date[..4],
+        &date[4..6],
+        &date[6..]
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -101,6 +170,8 @@ pub struct Layer {
     pub usage_utc_offset: Option<String>,
     /// Extra client kinds (name + matchers), added to the built-in ones.
     pub clients: Option<Vec<ClientRule>>,
+    pub models: Option<Vec<ListedModel>>,
+    pub header_limit_kb: Option<usize>,
 }
 
 impl Layer {
@@ -160,6 +231,12 @@ impl Layer {
         if let Some(list) = var("RELAY_FORWARD_HEADERS") {
             layer.forward_headers = Some(split_list(&list));
         }
+        if let Some(list) = var("RELAY_MODELS") {
+            let models = split_list(&list).into_iter().map(ModelSpec::Id);
+            let models = models.map(ListedModel::try_from).collect::<Result<_, _>>();
+            layer.models = Some(models.map_err(|err| anyhow::anyhow!("RELAY_MODELS: {err}"))?);
+        }
+        set(&mut layer.header_limit_kb, var, "RELAY_HEADER_LIMIT_KB")?;
         Ok(layer)
     }
 
@@ -193,6 +270,8 @@ impl Layer {
             pricing_file: self.pricing_file.or(below.pricing_file),
             usage_utc_offset: self.usage_utc_offset.or(below.usage_utc_offset),
             clients: self.clients.or(below.clients),
+            models: self.models.or(below.models),
+            header_limit_kb: self.header_limit_kb.or(below.header_limit_kb),
         }
     }
 }
@@ -241,6 +320,8 @@ const KNOWN_VARS: &[&str] = &[
     "RELAY_LOG_FORMAT",
     "RELAY_SHUTDOWN_GRACE_SECS",
     "RELAY_PLAINTEXT_CREDENTIALS",
+    "RELAY_MODELS",
+    "RELAY_HEADER_LIMIT_KB",
     "RELAY_PRICING_FILE",
     "RELAY_USAGE_UTC_OFFSET",
     "RELAY_CONFIG",
@@ -281,6 +362,13 @@ impl Config {
             Some(0) => bail!("body_limit_mb must be at least 1"),
             Some(mb) => mb.checked_mul(MIB).context("body_limit_mb is too large")?,
             None => defaults.body_limit_bytes,
+        };
+        let header_limit_bytes = match layer.header_limit_kb {
+            Some(0) => bail!("header_limit_kb must be at least 1"),
+            Some(kb) => kb
+                .checked_mul(1024)
+                .context("header_limit_kb is too large")?,
+            None => defaults.header_limit_bytes,
         };
         let max_attempts = layer.max_attempts.unwrap_or(defaults.upstream.max_attempts);
         if max_attempts == 0 {
@@ -339,6 +427,8 @@ impl Config {
             body_limit_bytes,
             upstream,
             clients,
+            models: layer.models.unwrap_or_default(),
+            header_limit_bytes,
             log_format: layer.log_format.unwrap_or(defaults.log_format),
             shutdown_grace: secs_or(layer.shutdown_grace_secs, defaults.shutdown_grace),
             secrets,
@@ -384,6 +474,8 @@ impl Default for Config {
                 extra_forward_headers: Vec::new(),
             },
             clients: ClientRule::builtin(),
+            models: Vec::new(),
+            header_limit_bytes: 32 * 1024,
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(30),
             secrets: Secrets::default(),
@@ -423,5 +515,98 @@ fn secret(
             )))
         }
         (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        }
+    }
+
+    #[test]
+    fn listed_models_are_ids_or_tables() {
+        let layer: Layer = toml::from_str(
+            r#"models = [
+                "claude-sonnet-4-5-20250929",
+                "claude-sonnet-4-5",
+                { id = "m", display_name = "M", created_at = "2025-01-02T03:04:05Z" },
+            ]"#,
+        )
+        .unwrap();
+
+        let config = Config::from_layer(layer, Secrets::default()).unwrap();
+
+        let shown: Vec<(&str, &str, &str)> = config
+            .models
+            .iter()
+            .map(|m| {
+                (
+                    m.id.as_str(),
+                    m.display_name.as_str(),
+                    m.created_at.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "claude-sonnet-4-5-20250929",
+                    "claude-sonnet-4-5-20250929",
+                    "2025-09-29T00:00:00Z"
+                ),
+                (
+                    "claude-sonnet-4-5",
+                    "claude-sonnet-4-5",
+                    "1970-01-01T00:00:00Z"
+                ),
+                ("m", "M", "2025-01-02T03:04:05Z"),
+            ]
+        );
+    }
+
+    #[test]
+    fn listed_models_with_a_bad_time_or_unknown_field_are_refused() {
+        for text in [
+            r#"models = [{ id = "m", created_at = "yesterday" }]"#,
+            r#"models = [{ id = "m", colour = "red" }]"#,
+            r#"models = [""]"#,
+        ] {
+            assert!(toml::from_str::<Layer>(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn models_and_header_limit_come_from_the_environment() {
+        let vars = env(&[
+            ("RELAY_MODELS", "claude-haiku-4-5-20251001, claude-opus-4-5"),
+            ("RELAY_HEADER_LIMIT_KB", "64"),
+        ]);
+
+        let layer = Layer::from_env(&vars).unwrap();
+        let config = Config::from_layer(layer, Secrets::default()).unwrap();
+
+        let ids: Vec<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["claude-haiku-4-5-20251001", "claude-opus-4-5"]);
+        assert_eq!(config.header_limit_bytes, 64 * 1024);
+        assert_eq!(Config::default().header_limit_bytes, 32 * 1024);
+    }
+
+    #[test]
+    fn a_header_limit_of_zero_is_refused() {
+        let layer = Layer {
+            header_limit_kb: Some(0),
+            ..Layer::default()
+        };
+
+        assert!(Config::from_layer(layer, Secrets::default()).is_err());
     }
 }

@@ -8,6 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::store::Service;
+
 /// Everything the relay itself can refuse a request for. Upstream answers
 /// that are relayed verbatim never become a `RelayError`.
 #[derive(Debug, thiserror::Error)]
@@ -18,12 +20,17 @@ pub enum RelayError {
     MissingKey,
     #[error("unknown API key")]
     InvalidKey,
+    #[error("repeated key headers disagree")]
+    AmbiguousKey,
     #[error("API key disabled")]
     KeyDisabled,
     #[error("API key expired")]
     KeyExpired { expired_at: String },
     #[error("service {service} not permitted for this key")]
-    ServiceNotPermitted { service: &'static str },
+    ServiceNotPermitted {
+        service: Service,
+        allowed: Vec<Service>,
+    },
     #[error("client not allowed")]
     ClientNotAllowed {
         allowed: Vec<String>,
@@ -52,6 +59,13 @@ pub enum RelayError {
     MethodNotAllowed { method: String, path: String },
     #[error("unsupported content type {content_type:?}")]
     UnsupportedMediaType { content_type: Option<String> },
+    #[error("header {name} is not UTF-8")]
+    InvalidHeader { name: String },
+    #[error("request headers of {size_bytes} bytes, over the limit of {limit_bytes}")]
+    HeadersTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     #[error("internal error: {0:#}")]
     Internal(#[source] anyhow::Error),
 }
@@ -79,6 +93,7 @@ impl RelayError {
             ),
             E::MissingKey => auth("missing_api_key"),
             E::InvalidKey => auth("invalid_api_key"),
+            E::AmbiguousKey => auth("ambiguous_api_key"),
             E::KeyDisabled => auth("key_disabled"),
             E::KeyExpired { .. } => auth("key_expired"),
             E::ServiceNotPermitted { .. } => permission("service_not_permitted"),
@@ -111,6 +126,11 @@ impl RelayError {
             E::UnsupportedMediaType { .. } => {
                 invalid_request(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            E::InvalidHeader { .. } => invalid_request(StatusCode::BAD_REQUEST, "invalid_header"),
+            E::HeadersTooLarge { .. } => invalid_request(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             E::Internal(_) => class(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
@@ -134,15 +154,20 @@ impl RelayError {
             E::InvalidKey => "This API key is not valid on this relay. Check that you are using \
                  the key your relay operator issued."
                 .into(),
+            E::AmbiguousKey => "The request carries several different API keys in repeated \
+                 x-api-key or Authorization headers. Send exactly one key."
+                .into(),
             E::KeyDisabled => {
                 "This API key has been disabled. Ask your relay operator to enable it.".into()
             }
             E::KeyExpired { expired_at } => format!(
                 "This API key expired at {expired_at}. Ask your relay operator for a new key."
             ),
-            E::ServiceNotPermitted { service } => {
-                format!("This API key may not use {service}. Ask your relay operator to allow it.")
-            }
+            E::ServiceNotPermitted { service, .. } => format!(
+                "This API key may not call {}. Ask your relay operator to allow the \
+                 `{service}` service for it.",
+                service.route()
+            ),
             E::ClientNotAllowed { allowed, .. } => format!(
                 "This API key only accepts requests from these clients: {}. Use one of them, \
                  or ask your relay operator to allow your client.",
@@ -151,7 +176,11 @@ impl RelayError {
             E::InvalidJson { reason } => {
                 format!("The request body is not valid JSON ({reason}). Send a JSON object.")
             }
-            E::InvalidBody { reason } => format!("The request body is not valid: {reason}."),
+            E::InvalidBody { reason } => {
+                format!(
+                    "The request body is not valid: {reason}. Fix the request and send it again."
+                )
+            }
             E::ModelNotAllowed { model } => format!(
                 "This API key may not use the model {model}. Use a model your relay operator \
                  allowed; GET /v1/models lists them."
@@ -178,12 +207,22 @@ impl RelayError {
                 "There is no route {method} {path} on this relay. It serves POST /v1/messages, \
                  POST /v1/messages/count_tokens and GET /v1/models."
             ),
-            E::MethodNotAllowed { method, path } => {
-                format!("{path} does not accept {method}. Check the method of your request.")
-            }
+            E::MethodNotAllowed { method, path } => format!(
+                "This relay does not accept {method} on {path}. Use POST for /v1/messages and \
+                 /v1/messages/count_tokens, and GET for /v1/models."
+            ),
             E::UnsupportedMediaType { .. } => {
                 "Send the request body as JSON with Content-Type: application/json.".into()
             }
+            E::InvalidHeader { name } => format!(
+                "The value of the {name} header is not valid UTF-8 text. Fix or remove that \
+                 header, then retry."
+            ),
+            E::HeadersTooLarge { limit_bytes, .. } => format!(
+                "The request headers are larger than this relay accepts ({} KiB). Remove \
+                 oversized or repeated headers, then retry.",
+                limit_bytes / 1024
+            ),
             E::Internal(_) => {
                 "The relay hit an unexpected error. Retry; if it persists, tell your relay \
                  operator the request id."
@@ -198,7 +237,9 @@ impl RelayError {
         match self {
             E::BodyTooLarge { limit_bytes } => Some(json!({ "limit_bytes": limit_bytes })),
             E::KeyExpired { expired_at } => Some(json!({ "expired_at": expired_at })),
-            E::ServiceNotPermitted { service } => Some(json!({ "service": service })),
+            E::ServiceNotPermitted { service, allowed } => {
+                Some(json!({ "service": service, "allowed_services": allowed }))
+            }
             E::ClientNotAllowed {
                 allowed,
                 user_agent,
@@ -220,8 +261,14 @@ impl RelayError {
             E::UnsupportedMediaType { content_type } => {
                 Some(json!({ "content_type": content_type }))
             }
+            E::InvalidHeader { name } => Some(json!({ "header": name })),
+            E::HeadersTooLarge {
+                size_bytes,
+                limit_bytes,
+            } => Some(json!({ "size_bytes": size_bytes, "limit_bytes": limit_bytes })),
             E::MissingKey
             | E::InvalidKey
+            | E::AmbiguousKey
             | E::KeyDisabled
             | E::InvalidJson { .. }
             | E::InvalidBody { .. }
@@ -314,5 +361,156 @@ impl IntoResponse for RelayError {
         }
         response.extensions_mut().insert(report);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VARIANTS: usize = 21;
+
+    /// Position of the variant; a new variant does not compile here until
+    /// it is added, and then fails `one_of_each_covers_every_variant` until
+    /// `one_of_each` has it.
+    fn index(err: &RelayError) -> usize {
+        use RelayError as E;
+        match err {
+            E::BodyTooLarge { .. } => 0,
+            E::MissingKey => 1,
+            E::InvalidKey => 2,
+            E::AmbiguousKey => 3,
+            E::KeyDisabled => 4,
+            E::KeyExpired { .. } => 5,
+            E::ServiceNotPermitted { .. } => 6,
+            E::ClientNotAllowed { .. } => 7,
+            E::InvalidJson { .. } => 8,
+            E::InvalidBody { .. } => 9,
+            E::ModelNotAllowed { .. } => 10,
+            E::NoUpstream { .. } => 11,
+            E::UpstreamTimeout => 12,
+            E::UpstreamUnreachable => 13,
+            E::StoreUnavailable(_) => 14,
+            E::NotFound { .. } => 15,
+            E::MethodNotAllowed { .. } => 16,
+            E::UnsupportedMediaType { .. } => 17,
+            E::InvalidHeader { .. } => 18,
+            E::HeadersTooLarge { .. } => 19,
+            E::Internal(_) => 20,
+        }
+    }
+
+    fn one_of_each() -> Vec<RelayError> {
+        use RelayError as E;
+        let text = || "x".to_owned();
+        vec![
+            E::BodyTooLarge { limit_bytes: 1 },
+            E::MissingKey,
+            E::InvalidKey,
+            E::AmbiguousKey,
+            E::KeyDisabled,
+            E::KeyExpired { expired_at: text() },
+            E::ServiceNotPermitted {
+                service: Service::Models,
+                allowed: Vec::new(),
+            },
+            E::ClientNotAllowed {
+                allowed: Vec::new(),
+                user_agent: None,
+            },
+            E::InvalidJson { reason: text() },
+            E::InvalidBody { reason: text() },
+            E::ModelNotAllowed { model: text() },
+            E::NoUpstream {
+                retry_after: None,
+                upstream_status: None,
+            },
+            E::UpstreamTimeout,
+            E::UpstreamUnreachable,
+            E::StoreUnavailable((redis::ErrorKind::Io, "down").into()),
+            E::NotFound {
+                method: text(),
+                path: text(),
+            },
+            E::MethodNotAllowed {
+                method: "GET".into(),
+                path: "/v1/messages".into(),
+            },
+            E::UnsupportedMediaType { content_type: None },
+            E::InvalidHeader { name: text() },
+            E::HeadersTooLarge {
+                size_bytes: 2,
+                limit_bytes: 1,
+            },
+            E::Internal(anyhow::anyhow!("bug")),
+        ]
+    }
+
+    fn read(path: &str) -> String {
+        std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn one_of_each_covers_every_variant() {
+        let mut seen = [false; VARIANTS];
+        for err in one_of_each() {
+            seen[index(&err)] = true;
+        }
+        assert_eq!(seen, [true; VARIANTS]);
+    }
+
+    #[test]
+    fn every_error_has_its_own_code_and_a_client_or_server_status() {
+        let mut codes: Vec<&str> = one_of_each().iter().map(|err| err.class().code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), VARIANTS);
+        for err in one_of_each() {
+            let status = err.class().status;
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_code_is_in_the_readme_table_with_its_status_and_type() {
+        let readme = read("README.md");
+        for err in one_of_each() {
+            let class = err.class();
+            let row = format!(
+                "| {} | `{}` | `{}` |",
+                class.status.as_u16(),
+                class.kind,
+                class.code
+            );
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn every_code_has_a_snapshot_of_its_body() {
+        let dir = format!("{}/snapshots", env!("CARGO_MANIFEST_DIR"));
+        let snapshots: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+            .collect();
+        for err in one_of_each() {
+            let code = format!("\"code\": \"{}\"", err.class().code);
+            assert!(
+                snapshots.iter().any(|snap| snap.contains(&code)),
+                "no snapshot shows {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_are_sentences_that_end_in_a_full_stop() {
+        for err in one_of_each() {
+            let message = err.user_message();
+            assert!(message.ends_with('.'), "{message}");
+            assert!(message.starts_with(char::is_uppercase), "{message}");
+        }
     }
 }

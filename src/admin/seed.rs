@@ -8,10 +8,11 @@ use anyhow::{Context, bail};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
+use time::OffsetDateTime;
 
 use crate::auth::hash_key;
 use crate::store::records::AccountKind;
-use crate::store::{AccountRecord, AuthScheme, KeyRecord, Store};
+use crate::store::{AccountRecord, AuthScheme, KeyRecord, Service, Store, StoreError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,11 +50,39 @@ pub struct SeedKey {
     /// ... or, for a key imported from elsewhere, its hash (pepper applied).
     pub key_sha256: Option<String>,
     #[serde(default)]
+    pub owner: String,
+    #[serde(default)]
     pub disabled: bool,
+    #[serde(default, deserialize_with = "rfc3339_field")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub activation_days: Option<u32>,
+    #[serde(default = "Service::all")]
+    pub services: Vec<Service>,
     #[serde(default)]
     pub allowed_clients: Vec<String>,
     #[serde(default)]
     pub allowed_models: Vec<String>,
+    #[serde(default)]
+    pub denied_models: Vec<String>,
+}
+
+/// An RFC 3339 time, with an error that says which field and what form.
+fn rfc3339_field<'de, D>(de: D) -> Result<Option<OffsetDateTime>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let Some(text) = Option::<String>::deserialize(de)? else {
+        return Ok(None);
+    };
+    let format = time::format_description::well_known::Rfc3339;
+    OffsetDateTime::parse(&text, &format)
+        .map(Some)
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "expires_at {text:?} is not an RFC 3339 time such as 2026-12-31T00:00:00Z"
+            ))
+        })
 }
 
 fn default_priority() -> u32 {
@@ -114,11 +143,13 @@ impl SeedFile {
                 ),
                 _ => bail!("key {}: give exactly one of `key` and `key_sha256`", key.id),
             }
+            check_key_terms(key)?;
         }
         Ok(())
     }
 
     /// Upserts every record. Keys are hashed here; the key text is dropped.
+    /// A key seeded again keeps its creation time.
     pub async fn apply(
         &self,
         store: &Store,
@@ -127,8 +158,15 @@ impl SeedFile {
         for account in &self.accounts {
             store.put_account(&account.record()).await?;
         }
+        let now = crate::auth::lifetime::now();
         for key in &self.keys {
-            store.put_key(&key.record(pepper)).await?;
+            // A record that no longer reads is what seeding repairs.
+            let existing = match store.key_by_id(&key.id).await {
+                Err(StoreError::Corrupt { .. }) => None,
+                other => other?,
+            };
+            let created_at = existing.and_then(|old| old.created_at).unwrap_or(now);
+            store.put_key(&key.record(pepper, created_at)).await?;
         }
         Ok(SeedReport {
             accounts: self.accounts.len(),
@@ -153,7 +191,7 @@ impl SeedAccount {
 }
 
 impl SeedKey {
-    fn record(&self, pepper: Option<&SecretString>) -> KeyRecord {
+    fn record(&self, pepper: Option<&SecretString>, created_at: OffsetDateTime) -> KeyRecord {
         let key_sha256 = match (&self.key, &self.key_sha256) {
             (Some(key), _) => hash_key(key, pepper),
             (None, Some(hash)) => hash.clone(),
@@ -163,11 +201,33 @@ impl SeedKey {
             id: self.id.clone(),
             name: self.name.clone(),
             key_sha256,
+            owner: self.owner.clone(),
+            created_at: Some(created_at),
             disabled: self.disabled,
+            expires_at: self.expires_at,
+            activation_days: self.activation_days,
+            activated_at: None,
+            services: self.services.clone(),
             allowed_clients: self.allowed_clients.clone(),
             allowed_models: self.allowed_models.clone(),
+            denied_models: self.denied_models.clone(),
         }
     }
+}
+
+/// What a key may do must make sense: a key with no service could never be
+/// used (disable it instead), and a validity of zero days ends at once.
+fn check_key_terms(key: &SeedKey) -> anyhow::Result<()> {
+    if key.services.is_empty() {
+        bail!(
+            "key {}: `services` is empty; list at least one, or set `disabled`",
+            key.id
+        );
+    }
+    if key.activation_days == Some(0) {
+        bail!("key {}: `activation_days` must be at least 1", key.id);
+    }
+    Ok(())
 }
 
 fn is_sha256_hex(text: &str) -> bool {
@@ -247,6 +307,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("colour"), "{err:#}");
+    }
+
+    #[test]
+    fn keys_accept_owner_lifetime_services_and_a_deny_list() {
+        let seed = SeedFile::parse(
+            r#"{"keys":[{"id":"k","name":"K","key":"x","owner":"alice",
+                "expires_at":"2026-12-31T00:00:00+01:00","activation_days":30,
+                "services":["messages","models"],"denied_models":["claude-opus-4-5"]}]}"#,
+            &env,
+        )
+        .unwrap();
+
+        let record = seed.keys[0].record(None, time::macros::datetime!(2026-01-01 0:00 UTC));
+        assert_eq!(record.owner, "alice");
+        assert_eq!(
+            record.expires_at,
+            Some(time::macros::datetime!(2026-12-30 23:00 UTC))
+        );
+        assert_eq!(record.activation_days, Some(30));
+        assert_eq!(record.services, [Service::Messages, Service::Models]);
+        assert_eq!(record.denied_models, ["claude-opus-4-5"]);
+        assert_eq!(record.activated_at, None);
+    }
+
+    #[test]
+    fn a_key_without_services_may_call_every_service() {
+        let seed = SeedFile::parse(r#"{"keys":[{"id":"k","name":"K","key":"x"}]}"#, &env).unwrap();
+
+        assert_eq!(seed.keys[0].services, Service::all());
+    }
+
+    #[test]
+    fn key_terms_that_make_no_sense_are_errors() {
+        for (key, expected) in [
+            (r#""services":[]"#, "services"),
+            (r#""services":["chat"]"#, "chat"),
+            (r#""activation_days":0"#, "activation_days"),
+            (r#""expires_at":"tomorrow""#, "expires_at"),
+        ] {
+            let text = format!(r#"{{"keys":[{{"id":"k","name":"K","key":"x",{key}}}]}}"#);
+            let err = SeedFile::parse(&text, &env).unwrap_err();
+            assert!(format!("{err:#}").contains(expected), "{key}: {err:#}");
+        }
     }
 
     #[test]

@@ -208,6 +208,112 @@ mod tests {
         assert!(client_allowed(&ClientRule::builtin(), &[], &headers));
     }
 
+    fn digits(text: &str) -> bool {
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    /// Claude Code's User-Agent grammar written out by hand: `claude-cli/`,
+    /// a version `N.N.N` with an optional pre-release or build tail, then
+    /// nothing or a space and anything.
+    fn claude_code_by_hand(ua: &str) -> bool {
+        let Some(rest) = ua.strip_prefix("claude-cli/") else {
+            return false;
+        };
+        let version = rest.split(' ').next().unwrap_or_default();
+        let mut parts = version.splitn(3, '.');
+        let (Some(major), Some(minor), Some(patch)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let tail_at = patch
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(patch.len());
+        let tail = &patch[tail_at..];
+        digits(major)
+            && digits(minor)
+            && digits(&patch[..tail_at])
+            && (tail.is_empty()
+                || (tail.starts_with(['-', '+', '.'])
+                    && tail
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-+.".contains(c))))
+    }
+
+    /// The SDKs' grammar by hand: `Anthropic/` or `AsyncAnthropic/`, a
+    /// language of letters, one space, `N.N.N` and anything but blanks.
+    fn sdk_by_hand(ua: &str) -> bool {
+        let rest = ua.strip_prefix("Async").unwrap_or(ua);
+        let Some(rest) = rest.strip_prefix("Anthropic/") else {
+            return false;
+        };
+        let Some((language, version)) = rest.split_once(' ') else {
+            return false;
+        };
+        let mut parts = version.splitn(3, '.');
+        let (Some(major), Some(minor), Some(patch)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let patch_digits = patch.bytes().take_while(u8::is_ascii_digit).count();
+        !language.is_empty()
+            && language.bytes().all(|b| b.is_ascii_alphabetic())
+            && digits(major)
+            && digits(minor)
+            && patch_digits > 0
+            && !patch.contains(char::is_whitespace)
+    }
+
+    /// User-Agents built from pieces of real ones and near misses, and
+    /// some printable noise.
+    fn user_agent() -> impl Strategy<Value = String> {
+        let pick = |items: &[&'static str]| proptest::sample::select(items.to_vec());
+        let version = prop_oneof![
+            3 => "[0-9]{1,2}\\.[0-9]{1,2}\\.[0-9]{1,2}([-+._a-z ][0-9A-Za-z.+_ -]{0,4})?",
+            1 => pick(&["2.0", "2", "a.b.c", "2.0.x", "", "2..0", "-1.0.0"]).prop_map(String::from),
+        ];
+        let suffix = pick(&[
+            "",
+            " (external, cli)",
+            "(external, cli)",
+            " ",
+            "\tx",
+            " x\ty",
+        ]);
+        let claude_code = pick(&["claude-cli/", "Claude-cli/", "claude-cli", " claude-cli/"]);
+        let sdk = pick(&[
+            "Anthropic/",
+            "AsyncAnthropic/",
+            "anthropic/",
+            "SyncAnthropic/",
+        ]);
+        let language = pick(&["Python ", "JS ", "Go  ", "Py3 ", "Python", " "]);
+        prop_oneof![
+            3 => (claude_code, version.clone(), suffix.clone())
+                .prop_map(|(p, v, s)| format!("{p}{v}{s}")),
+            3 => (sdk, language, version, suffix)
+                .prop_map(|(p, l, v, s)| format!("{p}{l}{v}{s}")),
+            1 => "[ -~]{0,30}",
+        ]
+    }
+
+    /// Compiled once: the property below runs many cases.
+    static RULES: std::sync::LazyLock<Vec<ClientRule>> =
+        std::sync::LazyLock::new(ClientRule::builtin);
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn prop_client_kinds_match_exactly_their_user_agent_grammar(ua in user_agent()) {
+            let headers = with_ua(Some(&ua));
+            let kind = |name: &str| client_allowed(&RULES, &[name.to_owned()], &headers);
+
+            prop_assert_eq!(kind("claude_code"), claude_code_by_hand(&ua), "claude_code");
+            prop_assert_eq!(kind("anthropic_sdk"), sdk_by_hand(&ua), "anthropic_sdk");
+            prop_assert!(!(kind("claude_code") && kind("anthropic_sdk")));
+        }
+    }
+
     proptest! {
         #[test]
         fn prop_any_claude_cli_version_and_suffix_matches(

@@ -10,9 +10,14 @@
 //!
 //! When both headers carry a key, `x-api-key` wins: it is the header the
 //! Messages API defines, and clients that send both send the same key.
-//! Repeated lines of the chosen header must agree, otherwise the request is
-//! ambiguous and refused. A value that is not visible ASCII is an invalid
-//! key, not a missing one.
+//! Blank lines and lines of another scheme are skipped. Repeated lines of
+//! the chosen header must agree, otherwise the request is ambiguous and
+//! refused (`ambiguous_api_key`) rather than tried with either key. A line
+//! that is not visible ASCII makes the key invalid (`invalid_api_key`), not
+//! missing: the client did send something, and no relay key looks like it.
+//!
+//! Each decision has a unit test here, a property test against the policy
+//! written out by hand, and an end-to-end test through the relay.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 
@@ -56,12 +61,10 @@ fn single<'a>(
     Ok(found)
 }
 
+/// A header value never holds control characters other than tab (the
+/// HTTP layer refuses them), so visible ASCII is all that is left to check.
 fn visible_ascii(value: &HeaderValue) -> Result<&str, KeyError> {
-    let text = value.to_str().map_err(|_| KeyError::Malformed)?;
-    if text.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
-        return Err(KeyError::Malformed);
-    }
-    Ok(text)
+    value.to_str().map_err(|_| KeyError::Malformed)
 }
 
 fn bearer_token(value: &str) -> Option<&str> {
@@ -138,7 +141,86 @@ mod tests {
         assert_eq!(extract_key(&map), Err(KeyError::Malformed));
     }
 
+    /// The policy written out the long way, to check the extraction
+    /// against: each header in turn, every line visible ASCII, the lines
+    /// that hold a key agreeing.
+    fn by_hand(x_api_key: &[Vec<u8>], authorization: &[Vec<u8>]) -> Result<String, KeyError> {
+        for (lines, bearer) in [(x_api_key, false), (authorization, true)] {
+            let mut keys: Vec<String> = Vec::new();
+            for line in lines {
+                if line
+                    .iter()
+                    .any(|b| !(b' '..=b'~').contains(b) && *b != b'\t')
+                {
+                    return Err(KeyError::Malformed);
+                }
+                let text = String::from_utf8_lossy(line).trim().to_owned();
+                let key = if !bearer {
+                    text
+                } else if text.len() > 6
+                    && text[..6].eq_ignore_ascii_case("bearer")
+                    && matches!(text.as_bytes()[6], b' ' | b'\t')
+                {
+                    text[7..].trim().to_owned()
+                } else {
+                    String::new()
+                };
+                if !key.is_empty() && !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+            match keys.len() {
+                0 => continue,
+                1 => return Ok(keys.remove(0)),
+                _ => return Err(KeyError::Ambiguous),
+            }
+        }
+        Err(KeyError::Missing)
+    }
+
+    /// A header line as clients send them, and as they should not: a value
+    /// with blanks around it, a scheme and a token, bytes past ASCII.
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        let schemes = vec![
+            "Bearer", "bearer", "BEARER", "Basic", "Token", "Bearerx", "",
+        ];
+        prop_oneof![
+            4 => "[ \t]{0,2}[a-c]{0,3}[ \t]{0,2}".prop_map(String::into_bytes),
+            4 => (proptest::sample::select(schemes), "[ \t]{0,2}", "[a-c]{0,3}[ \t]?")
+                .prop_map(|(scheme, gap, token)| format!("{scheme}{gap}{token}").into_bytes()),
+            1 => ("[a-c]{0,3}", 0x80u8..=0xff).prop_map(|(text, byte)| {
+                let mut line = text.into_bytes();
+                line.push(byte);
+                line
+            }),
+        ]
+    }
+
     proptest! {
+        #[test]
+        fn prop_any_header_set_gets_the_key_the_policy_names(
+            x_api_key in proptest::collection::vec(line(), 0..3),
+            authorization in proptest::collection::vec(line(), 0..3),
+            noise in proptest::collection::vec(("x-[a-z]{1,6}", "[ -~]{0,8}"), 0..3),
+        ) {
+            let mut map = HeaderMap::new();
+            for (name, value) in &noise {
+                map.append(
+                    axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            for (name, lines) in [("x-api-key", &x_api_key), ("authorization", &authorization)] {
+                for line in lines {
+                    map.append(name, HeaderValue::from_bytes(line).unwrap());
+                }
+            }
+
+            let found = extract_key(&map).map(str::to_owned);
+
+            prop_assert_eq!(found, by_hand(&x_api_key, &authorization));
+        }
+
         #[test]
         fn prop_key_comes_from_x_api_key_else_bearer(
             api_key in proptest::option::of("[!-~]{0,20}"),

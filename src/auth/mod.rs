@@ -1,8 +1,10 @@
-//! Relay keys: extraction from the request, hashing, and the per-key
-//! restrictions (clients, models) checked before an account is chosen.
+//! Relay keys: extraction from the request, hashing, lifetime, and the
+//! per-key restrictions (services, clients, models) checked before an
+//! account is chosen.
 
 pub mod clients;
 pub mod extract;
+pub mod lifetime;
 pub mod models;
 
 use secrecy::{ExposeSecret, SecretString};

@@ -84,6 +84,44 @@ mod tests {
         }
 
         #[test]
+        fn prop_a_denied_model_is_refused_whatever_the_allow_list_says(
+            base in "claude-[a-z]{2,8}-[0-9]",
+            date in "20[0-9]{6}",
+            deny_dated in any::<bool>(),
+            ask_dated in any::<bool>(),
+            others in proptest::collection::vec("claude-[a-z]{2,8}-[0-9]", 0..3),
+        ) {
+            let dated = format!("{base}-{date}");
+            let denied = vec![if deny_dated { dated.clone() } else { base.clone() }];
+            let model = if ask_dated { &dated } else { &base };
+            let mut allowed = others;
+            allowed.push(model.clone());
+
+            prop_assert!(!model_allowed(&allowed, &denied, model));
+            prop_assert!(!model_allowed(&[], &denied, model));
+        }
+
+        #[test]
+        fn prop_models_of_different_families_never_match(
+            first in "claude-[a-z]{2,8}-[0-9]",
+            second in "claude-[a-z]{2,8}-[0-9]",
+            first_date in proptest::option::of("20[0-9]{6}"),
+            second_date in proptest::option::of("20[0-9]{6}"),
+        ) {
+            prop_assume!(first != second);
+            let with = |base: &str, date: &Option<String>| match date {
+                Some(date) => format!("{base}-{date}"),
+                None => base.to_owned(),
+            };
+
+            let listed = with(&first, &first_date);
+            let asked = with(&second, &second_date);
+
+            prop_assert!(!same_model(&listed, &asked));
+            prop_assert!(!model_allowed(std::slice::from_ref(&listed), &[], &asked));
+        }
+
+        #[test]
         fn prop_no_prefix_matching(
             base in "claude-[a-z]{2,8}-[0-9]",
             tail in "-?[a-z0-9]{1,6}",

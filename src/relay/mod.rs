@@ -4,6 +4,7 @@
 mod body;
 mod forward;
 mod meter;
+mod models;
 pub mod request;
 
 use std::sync::Arc;
@@ -11,26 +12,24 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header, request::Parts};
-use axum::response::Response;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use time::OffsetDateTime;
 
 use crate::app::AppState;
 use crate::auth::clients::client_allowed;
 use crate::auth::extract::{KeyError, extract_key};
-use crate::auth::{hash_key, models::model_allowed};
+use crate::auth::{hash_key, lifetime, models::model_allowed};
 use crate::error::RelayError;
 use crate::observe::RequestLog;
 use crate::store::KeyRecord;
+pub use crate::store::Service;
 use forward::{BillTo, Outgoing};
 use request::MessageRequest;
 
-/// The relay's client-facing services; a key may be limited to some.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Messages,
-    CountTokens,
-    Models,
-}
+/// How much of a User-Agent an error's details repeat back.
+const SHOWN_USER_AGENT_CHARS: usize = 200;
 
 pub async fn messages(
     State(state): State<AppState>,
@@ -54,11 +53,11 @@ pub async fn models(
     request: Request,
 ) -> Result<Response, RelayError> {
     let (parts, _body) = request.into_parts();
-    let key = admit(&state, &log, &parts.headers).await?;
-    let _ = key;
-    // TODO(#3): list only the models the key may use.
+    let key = admit(&state, &log, &parts.headers, Service::Models).await?;
+    check_header_text(&parts.headers)?;
+    record_first_use(&state, &key).await?;
     let outgoing = Outgoing::new(&state, &parts, Bytes::new(), None, None);
-    forward::forward(&state, &log, outgoing).await
+    models::list(&state, &log, outgoing, &key).await
 }
 
 async fn relay_body_request(
@@ -73,16 +72,18 @@ async fn relay_body_request(
         body::drain(body).await;
         return Err(RelayError::BodyTooLarge { limit_bytes: limit });
     }
-    let key = admit(&state, &log, &parts.headers).await?;
+    let key = admit(&state, &log, &parts.headers, service).await?;
+    check_header_text(&parts.headers)?;
     check_content_type(&parts.headers)?;
     let bytes = body::read_limited(body, limit).await?;
     let message = MessageRequest::parse(&bytes)?;
     log.set_model(&message.model);
-    if !model_allowed(&key.allowed_models, &[], &message.model) {
+    if !model_allowed(&key.allowed_models, &key.denied_models, &message.model) {
         return Err(RelayError::ModelNotAllowed {
             model: message.model,
         });
     }
+    record_first_use(&state, &key).await?;
     let bill_to = (service == Service::Messages).then(|| BillTo {
         key_id: key.id.clone(),
         model: message.model.clone(),
@@ -91,15 +92,49 @@ async fn relay_body_request(
     forward::forward(&state, &log, outgoing).await
 }
 
-/// Key present, key valid, client allowed.
+/// Refuses a request whose headers are larger than the configured limit,
+/// before any route reads them.
+///
+/// Past hyper's read buffer (8 KiB + 400 KiB) or past 100 header lines,
+/// hyper answers a bare 431 and closes, before any service runs, so that
+/// answer cannot carry the envelope. `axum::serve` builds its hyper
+/// connection with defaults and offers no hook; serving through
+/// `hyper_util`'s builder would allow a larger buffer, but that only moves
+/// the point where hyper answers on its own, at a memory cost per
+/// connection. The relay's own limit sits well below it.
+pub async fn limit_headers(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // Each line as it came on the wire: name, ": ", value, CRLF.
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let limit = state.config.header_limit_bytes;
+    if size > limit {
+        return RelayError::HeadersTooLarge {
+            size_bytes: size,
+            limit_bytes: limit,
+        }
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Key present, key valid, service permitted, client allowed.
 async fn admit(
     state: &AppState,
     log: &RequestLog,
     headers: &HeaderMap,
+    service: Service,
 ) -> Result<KeyRecord, RelayError> {
     let key = extract_key(headers).map_err(|err| match err {
         KeyError::Missing => RelayError::MissingKey,
-        KeyError::Malformed | KeyError::Ambiguous => RelayError::InvalidKey,
+        KeyError::Malformed => RelayError::InvalidKey,
+        KeyError::Ambiguous => RelayError::AmbiguousKey,
     })?;
     let hash = hash_key(key, state.config.secrets.key_pepper.as_ref());
     let record = state
@@ -109,18 +144,59 @@ async fn admit(
         .map_err(store_error)?
         .ok_or(RelayError::InvalidKey)?;
     log.set_key(&record.id);
-    if record.disabled {
-        return Err(RelayError::KeyDisabled);
-    }
+    check_key_terms(&record, service)?;
     if !client_allowed(&state.config.clients, &record.allowed_clients, headers) {
         return Err(RelayError::ClientNotAllowed {
             allowed: record.allowed_clients.clone(),
-            user_agent: headers
-                .get(header::USER_AGENT)
-                .map(|ua| String::from_utf8_lossy(ua.as_bytes()).into_owned()),
+            user_agent: headers.get(header::USER_AGENT).map(shown_user_agent),
         });
     }
     Ok(record)
+}
+
+/// Enabled, not expired, allowed this service.
+fn check_key_terms(record: &KeyRecord, service: Service) -> Result<(), RelayError> {
+    if record.disabled {
+        return Err(RelayError::KeyDisabled);
+    }
+    if let Some(end) = lifetime::expired(record, OffsetDateTime::now_utc()) {
+        return Err(RelayError::KeyExpired {
+            expired_at: rfc3339(end),
+        });
+    }
+    if !record.services.contains(&service) {
+        return Err(RelayError::ServiceNotPermitted {
+            service,
+            allowed: record.services.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Starts the clock of a key valid for N days from its first use. Called
+/// once the request has passed every check, so a refused request never
+/// starts it; costs a round trip only until the first use is recorded.
+async fn record_first_use(state: &AppState, key: &KeyRecord) -> Result<(), RelayError> {
+    if lifetime::awaits_first_use(key) {
+        state
+            .store
+            .activate_key(&key.key_sha256, OffsetDateTime::now_utc())
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(())
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+fn shown_user_agent(value: &axum::http::HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes())
+        .chars()
+        .take(SHOWN_USER_AGENT_CHARS)
+        .collect()
 }
 
 pub(crate) fn store_error(err: crate::store::StoreError) -> RelayError {
@@ -138,6 +214,20 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Header values must be UTF-8 text. HTTP tolerates other bytes, but no
+/// real client sends them and the relay forwards no header it cannot read.
+fn check_header_text(headers: &HeaderMap) -> Result<(), RelayError> {
+    match headers
+        .iter()
+        .find(|(_, value)| std::str::from_utf8(value.as_bytes()).is_err())
+    {
+        Some((name, _)) => Err(RelayError::InvalidHeader {
+            name: name.as_str().to_owned(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// JSON or nothing: an explicit other type (curl's form default) is a

@@ -5,12 +5,15 @@
 mod conn;
 pub mod records;
 
+use std::collections::HashMap;
+
 use redis::AsyncCommands;
+use time::OffsetDateTime;
 
 use crate::config::RedisSettings;
 use crate::usage::record::{Period, Subject};
 pub use conn::Conn;
-pub use records::{AccountRecord, AuthScheme, KeyRecord};
+pub use records::{AccountRecord, AuthScheme, KeyRecord, Service};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -58,6 +61,13 @@ impl Names {
     /// Hash: key id → key SHA-256, for admin commands.
     pub fn keys_by_id(&self) -> String {
         format!("{}{{keys}}:by_id", self.prefix)
+    }
+
+    /// Hash: key SHA-256 → first use (Unix seconds), for keys valid for a
+    /// number of days from their first use. Written once; moves with the
+    /// key when it is rotated.
+    pub fn keys_activated(&self) -> String {
+        format!("{}{{keys}}:activated", self.prefix)
     }
 
     /// Hash: account id → account record.
@@ -142,10 +152,34 @@ impl Store {
         Ok(())
     }
 
+    /// The key record with its first use, in one round trip.
     pub async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
         let name = self.names.keys_by_hash();
-        let raw: Option<String> = self.conn.clone().hget(&name, hash).await?;
-        raw.map(|json| decode(&name, &json)).transpose()
+        let activated_name = self.names.keys_activated();
+        let (raw, activated): (Option<String>, Option<String>) = redis::pipe()
+            .hget(&name, hash)
+            .hget(&activated_name, hash)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let Some(json) = raw else {
+            return Ok(None);
+        };
+        let mut record: KeyRecord = decode(&name, &json)?;
+        record.activated_at = activated
+            .map(|secs| decode_time(&activated_name, &secs))
+            .transpose()?;
+        Ok(Some(record))
+    }
+
+    /// Records the key's first use unless one is recorded already; true
+    /// when this call recorded it.
+    pub async fn activate_key(&self, hash: &str, at: OffsetDateTime) -> StoreResult<bool> {
+        let set: bool = self
+            .conn
+            .clone()
+            .hset_nx(self.names.keys_activated(), hash, at.unix_timestamp())
+            .await?;
+        Ok(set)
     }
 
     pub async fn key_by_id(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
@@ -163,6 +197,7 @@ impl Store {
         let _: () = redis::Script::new(PUT_KEY)
             .key(self.names.keys_by_id())
             .key(self.names.keys_by_hash())
+            .key(self.names.keys_activated())
             .arg(&record.id)
             .arg(&record.key_sha256)
             .arg(json)
@@ -175,19 +210,31 @@ impl Store {
         let removed: i64 = redis::Script::new(DELETE_KEY)
             .key(self.names.keys_by_id())
             .key(self.names.keys_by_hash())
+            .key(self.names.keys_activated())
             .arg(id)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(removed > 0)
     }
 
+    /// Every key with its first use, sorted by id.
     pub async fn list_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         let name = self.names.keys_by_hash();
-        let all: Vec<(String, String)> = self.conn.clone().hgetall(&name).await?;
-        let mut records = all
-            .iter()
-            .map(|(_, json)| decode(&name, json))
-            .collect::<StoreResult<Vec<KeyRecord>>>()?;
+        let activated_name = self.names.keys_activated();
+        let (all, activated): (Vec<(String, String)>, HashMap<String, String>) = redis::pipe()
+            .hgetall(&name)
+            .hgetall(&activated_name)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut records = Vec::with_capacity(all.len());
+        for (hash, json) in &all {
+            let mut record: KeyRecord = decode(&name, json)?;
+            record.activated_at = activated
+                .get(hash)
+                .map(|secs| decode_time(&activated_name, secs))
+                .transpose()?;
+            records.push(record);
+        }
         records.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(records)
     }
@@ -225,26 +272,44 @@ impl Store {
     }
 }
 
-/// KEYS: by_id, by_hash. ARGV: id, hash, record.
+/// KEYS: by_id, by_hash, activated. ARGV: id, hash, record. A rotated key
+/// keeps its first use, so rotating never extends its life.
 const PUT_KEY: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old and old ~= ARGV[2] then redis.call('HDEL', KEYS[2], old) end
+if old and old ~= ARGV[2] then
+  redis.call('HDEL', KEYS[2], old)
+  local first_use = redis.call('HGET', KEYS[3], old)
+  if first_use then
+    redis.call('HSET', KEYS[3], ARGV[2], first_use)
+    redis.call('HDEL', KEYS[3], old)
+  end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 ";
 
-/// KEYS: by_id, by_hash. ARGV: id.
+/// KEYS: by_id, by_hash, activated. ARGV: id.
 const DELETE_KEY: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], old)
+redis.call('HDEL', KEYS[3], old)
 return 1
 ";
 
 fn encode<T: serde::Serialize>(record: &T) -> String {
     // Records are plain data with string keys: serialising cannot fail.
     serde_json::to_string(record).unwrap_or_default()
+}
+
+/// A time stored as Unix seconds.
+fn decode_time(key: &str, secs: &str) -> StoreResult<OffsetDateTime> {
+    let secs: i64 = decode(key, secs)?;
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|err| StoreError::Corrupt {
+        key: key.to_owned(),
+        source: serde::de::Error::custom(err),
+    })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, json: &str) -> StoreResult<T> {

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::fixtures::{self, CAPTURED_KEY};
+use crate::harness::fixtures;
 use crate::harness::{K1, K2, K3, TestEnv, body, snapshot};
 
 #[tokio::test]
@@ -118,31 +118,197 @@ async fn claude_code_restriction_accepts_real_user_agents_and_nothing_else() {
     }
 }
 
+/// A key restricted to the Python SDK.
+const SDK_ONLY: &str = "cr_4444444444444444444444444444444444444444444444444444444444444444";
+
+/// Case C09 on real traffic: every captured request of both clients, with
+/// the key in `x-api-key` or as Bearer as the client sent it, passes an
+/// open key and a key for its own kind, and a key for the other kind
+/// refuses it before the upstream.
 #[tokio::test]
-async fn every_captured_claude_code_request_passes_a_claude_code_key() {
+async fn every_captured_request_passes_its_own_client_kind_and_fails_the_other() {
     let env = TestEnv::builder()
-        .key(json!({"id": "key-cc", "name": "CC", "key": CAPTURED_KEY,
-                    "allowed_clients": ["claude_code"]}))
+        .key(json!({"id": "key-sdk", "name": "SDK", "key": SDK_ONLY,
+                    "allowed_clients": ["anthropic_sdk"]}))
         .start()
         .await;
     let http = reqwest::Client::new();
-    let captures: Vec<_> = fixtures::all()
-        .into_iter()
-        .filter(|c| c.is_claude_code())
-        .collect();
-    assert_eq!(captures.len(), 5);
+    let mut ways = std::collections::BTreeSet::new();
 
-    for capture in captures {
-        let response = env.send(capture.request(&http, &env.url(""))).await;
-
-        assert_eq!(
-            response.status,
-            200,
-            "{}: {}",
-            capture.file,
-            response.text()
+    for capture in fixtures::all() {
+        assert!(
+            capture.is_claude_code() || capture.client.starts_with("anthropic-python"),
+            "{}",
+            capture.file
         );
+        let (own, other) = if capture.is_claude_code() {
+            (K2, SDK_ONLY)
+        } else {
+            (SDK_ONLY, K2)
+        };
+        ways.insert((capture.is_claude_code(), capture.key_header()));
+        for (key, expected) in [(K1, 200), (own, 200), (other, 403)] {
+            env.mock.clear_journal();
+
+            let request = capture.request_with_key(&http, &env.url(""), key);
+            let response = env.send(request).await;
+
+            let label = format!("{} with {}", capture.file, &key[..4]);
+            assert_eq!(response.status, expected, "{label}: {}", response.text());
+            if expected == 200 {
+                assert_eq!(env.seen_by("A").len(), 1, "{label}");
+            } else {
+                assert_eq!(response.error_code(), "client_not_allowed", "{label}");
+                assert!(env.mock.journal().is_empty(), "{label}");
+            }
+        }
     }
+    assert_eq!(ways.len(), 4, "both clients, both key headers: {ways:?}");
+}
+
+/// The extraction policy of `src/auth/extract.rs`, decision by decision.
+#[tokio::test]
+async fn the_key_is_read_as_the_documented_policy_says() {
+    let env = TestEnv::start().await;
+    let unknown = format!("cr_{}", "9".repeat(64));
+    let bearer = |key: &str| format!("Bearer {key}");
+    type Headers = Vec<(&'static str, String)>;
+    let cases: Vec<(&str, Headers, u16, &str)> = vec![
+        (
+            "x-api-key wins over Authorization",
+            vec![
+                ("x-api-key", K1.into()),
+                ("authorization", bearer(&unknown)),
+            ],
+            200,
+            "",
+        ),
+        (
+            "x-api-key wins even when only Bearer holds a valid key",
+            vec![
+                ("x-api-key", unknown.clone()),
+                ("authorization", bearer(K1)),
+            ],
+            401,
+            "invalid_api_key",
+        ),
+        (
+            "the scheme is case-insensitive and whitespace is ignored",
+            vec![("authorization", format!("bEaReR \t  {K1}  "))],
+            200,
+            "",
+        ),
+        (
+            "a blank x-api-key falls back to Bearer",
+            vec![("x-api-key", " ".into()), ("authorization", bearer(K1))],
+            200,
+            "",
+        ),
+        (
+            "another scheme is no key",
+            vec![("authorization", format!("Basic {K1}"))],
+            401,
+            "missing_api_key",
+        ),
+        (
+            "Bearer without a token is no key",
+            vec![("authorization", "Bearer ".into())],
+            401,
+            "missing_api_key",
+        ),
+        (
+            "repeated lines that agree are one key",
+            vec![("x-api-key", K1.into()), ("x-api-key", K1.into())],
+            200,
+            "",
+        ),
+        (
+            "repeated Bearer lines that disagree are refused",
+            vec![("authorization", bearer(K1)), ("authorization", bearer(K2))],
+            401,
+            "ambiguous_api_key",
+        ),
+    ];
+
+    for (decision, headers, status, code) in cases {
+        let mut request = env
+            .request(Method::POST, "/v1/messages")
+            .header("content-type", "application/json")
+            .body(body(false));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+
+        let response = env.send(request).await;
+
+        assert_eq!(response.status, status, "{decision}: {}", response.text());
+        if status != 200 {
+            assert_eq!(response.error_code(), code, "{decision}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn disagreeing_x_api_key_lines_get_401_ambiguous_api_key() {
+    let env = TestEnv::start().await;
+
+    let response = env
+        .send(env.messages(K1, body(false)).header("x-api-key", K3))
+        .await;
+
+    assert_eq!(response.status, 401);
+    snapshot::error_body("ambiguous_api_key", &response);
+    assert!(!response.text().contains(&K1[3..]) && !response.text().contains(&K3[3..]));
+    assert!(env.mock.journal().is_empty());
+}
+
+#[tokio::test]
+async fn key_limited_to_count_tokens_may_not_send_messages_or_list_models() {
+    let env = TestEnv::builder()
+        .key(json!({"id": "key-ct", "name": "CT", "key": "cr_ct", "services": ["count_tokens"]}))
+        .start()
+        .await;
+
+    let messages = env.post_messages("cr_ct", body(false)).await;
+    let models = env
+        .send(
+            env.request(Method::GET, "/v1/models")
+                .header("x-api-key", "cr_ct"),
+        )
+        .await;
+    let count = env
+        .send(
+            env.request(Method::POST, "/v1/messages/count_tokens")
+                .header("content-type", "application/json")
+                .header("x-api-key", "cr_ct")
+                .body(body(false)),
+        )
+        .await;
+
+    assert_eq!(messages.status, 403);
+    snapshot::error_body("service_not_permitted", &messages);
+    assert_eq!(models.status, 403);
+    assert_eq!(models.error_code(), "service_not_permitted");
+    assert_eq!(count.status, 200, "{}", count.text());
+    let seen = env.seen_by("A");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/messages/count_tokens");
+}
+
+#[tokio::test]
+async fn keys_hashed_with_a_pepper_elsewhere_can_be_imported() {
+    use sha2::Digest;
+    let imported = "sk-old-deployment-key";
+    let hash = hex::encode(sha2::Sha256::digest(format!("{imported}pepper-1")));
+    let env = TestEnv::builder()
+        .config(|config| config.secrets.key_pepper = Some("pepper-1".to_owned().into()))
+        .key(json!({"id": "key-imp", "name": "Imported", "key_sha256": hash}))
+        .start()
+        .await;
+
+    let response = env.post_messages(imported, body(false)).await;
+
+    assert_eq!(response.status, 200, "{}", response.text());
 }
 
 /// Case C10: dated ids and aliases match each other, nothing else does.
@@ -179,6 +345,12 @@ async fn model_allow_list_matches_dated_ids_and_aliases_only() {
             assert_eq!(response.error_code(), "model_not_allowed");
         }
     }
+    env.mock.clear_journal();
+    let no_model = r#"{"max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+    let response = env.post_messages(K3, no_model).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json()["error"]["type"], "invalid_request_error");
+    assert!(env.mock.journal().is_empty());
 }
 
 #[tokio::test]

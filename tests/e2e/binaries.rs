@@ -291,3 +291,60 @@ async fn sigterm_lets_the_running_stream_finish_then_exits() {
     assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test]
+async fn shipped_binary_manages_a_key_and_prints_it_only_when_issued() {
+    let redis_url = redis::redis_url();
+    let prefix = format!("t-bin-{}:", uuid::Uuid::new_v4().simple());
+    let run = |args: &[&str]| {
+        let output = relay_command(&redis_url, &prefix)
+            .arg("keys")
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stdout, stderr)
+    };
+    let issued = |stdout: &str| -> String {
+        let view: serde_json::Value = serde_json::from_str(stdout).unwrap();
+        view["key"].as_str().unwrap().to_owned()
+    };
+
+    let (ok, created, _) = run(&["create", "--name", "Ops", "--id", "key-ops", "--json"]);
+    assert!(ok, "{created}");
+    let first = issued(&created);
+    let (_, list, _) = run(&["list"]);
+    let (_, disabled, _) = run(&["disable", "key-ops"]);
+    let (_, shown, _) = run(&["show", "key-ops", "--json"]);
+    let (_, rotated, _) = run(&["rotate", "key-ops", "--json"]);
+    let second = issued(&rotated);
+
+    assert!(
+        list.lines().any(|line| line.starts_with("key-ops ")),
+        "{list}"
+    );
+    assert_eq!(disabled, "disabled key key-ops\n");
+    let view: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(view["status"], "disabled");
+    for output in [&list, &disabled, &shown] {
+        assert!(!output.contains(&first[3..]));
+    }
+    assert_ne!(first, second);
+    let mut config = claude_relay::Config::default();
+    config.redis.url = redis_url.clone().into();
+    config.redis.prefix = prefix.clone();
+    let store = Store::connect(&config.redis).unwrap();
+    let record = store.key_by_id("key-ops").await.unwrap().unwrap();
+    assert_eq!(
+        record.key_sha256,
+        claude_relay::auth::hash_key(&second, None)
+    );
+    assert!(record.disabled, "rotation keeps the settings");
+
+    let (deleted_ok, _, _) = run(&["delete", "key-ops"]);
+    let (shown_ok, _, missing) = run(&["show", "key-ops"]);
+    assert!(deleted_ok);
+    assert!(!shown_ok);
+    assert!(missing.contains("no key with id key-ops"), "{missing}");
+}

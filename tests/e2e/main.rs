@@ -8,10 +8,13 @@
 mod harness;
 
 mod auth;
+mod bad_input;
 mod binaries;
 mod clients;
 mod failover;
 mod forwarding;
+mod keys;
+mod models;
 mod smoke;
 mod streaming;
 mod usage;

@@ -89,3 +89,26 @@ async fn ready_is_503_in_the_envelope_when_redis_is_unreachable() {
     crate::harness::snapshot::error_body("store_unavailable", &message);
     assert!(env.mock.journal().is_empty());
 }
+
+/// A record the relay cannot read is its own fault, not the client's: a
+/// 500 whose body says nothing of the cause (the log line has it).
+#[tokio::test]
+async fn unreadable_key_record_gets_500_internal_error_without_the_cause() {
+    let env = TestEnv::start().await;
+    let hash = claude_relay::auth::hash_key(K1, None);
+    // Written by hand on purpose: the relay's own code never writes this.
+    let _: () = redis::cmd("HSET")
+        .arg(env.store.names().keys_by_hash())
+        .arg(&hash)
+        .arg("{not json")
+        .query_async(&mut env.store.conn())
+        .await
+        .unwrap();
+
+    let response = env.post_messages(K1, body(false)).await;
+
+    assert_eq!(response.status, 500);
+    crate::harness::snapshot::error_body("internal_error", &response);
+    assert!(!response.text().contains("not json"));
+    assert!(env.mock.journal().is_empty());
+}

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use clap::Parser;
 use claude_relay::admin::seed::SeedFile;
+use claude_relay::cli::{Cli, Command};
 use claude_relay::store::Store;
 use claude_relay::usage::record::{Counters, Period, Recorder, Subject};
 use claude_relay::{Application, Config};
@@ -28,7 +30,10 @@ pub struct Builder {
 pub struct TestEnv {
     pub mock: MockUpstream,
     pub recorder: Recorder,
+    /// The relay's configuration, for operator commands against its store.
     pub config: Config,
+    /// The relay's store, for asserting on what it holds.
+    pub store: Store,
     relay: SocketAddr,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -193,6 +198,7 @@ impl Builder {
             mock,
             recorder,
             config,
+            store,
             relay,
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -211,6 +217,11 @@ impl TestEnv {
 
     pub fn builder() -> Builder {
         Builder::new()
+    }
+
+    /// The relay's listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.relay
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -247,6 +258,15 @@ impl TestEnv {
             .expect("reading counters")[0]
     }
 
+    /// Nothing reached the upstream and no key counted anything.
+    pub async fn assert_untouched(&self) {
+        assert!(self.mock.journal().is_empty(), "the upstream was reached");
+        for key in ["key-1", "key-2", "key-3"] {
+            let counted = self.settled_total(Subject::Key(key)).await;
+            assert_eq!(counted, Counters::default(), "{key} counted usage");
+        }
+    }
+
     /// All-time counters of `subject` once no count is in flight.
     pub async fn settled_total(&self, subject: Subject<'_>) -> Counters {
         self.recorder
@@ -271,6 +291,19 @@ impl TestEnv {
             .drain(std::time::Duration::from_secs(10))
             .await;
         self.total(subject).await
+    }
+
+    /// Runs `claude-relay keys ARGS` against this relay's store and returns
+    /// what it printed.
+    pub async fn keys_cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let argv = ["claude-relay", "keys"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv)?;
+        let Command::Keys { command } = cli.command else {
+            anyhow::bail!("not a keys command");
+        };
+        let mut out = Vec::new();
+        claude_relay::admin::keys::run(command, &self.config, &mut out).await?;
+        Ok(String::from_utf8(out)?)
     }
 
     /// What the mock received with account `name`'s credential (`A`, `B`).

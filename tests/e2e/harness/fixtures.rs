@@ -52,6 +52,26 @@ impl Capture {
     /// The captured request against `base`, every header as captured but
     /// those the HTTP layer owns (host, length, connection).
     pub fn request(&self, http: &reqwest::Client, base: &str) -> reqwest::RequestBuilder {
+        self.request_with_key(http, base, CAPTURED_KEY)
+    }
+
+    /// How the capture sends its key: `x-api-key` or `bearer`.
+    pub fn key_header(&self) -> &'static str {
+        if self.header("x-api-key").is_some() {
+            "x-api-key"
+        } else {
+            "bearer"
+        }
+    }
+
+    /// The captured request with `key` in place of the captured key, in the
+    /// same header and scheme.
+    pub fn request_with_key(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        key: &str,
+    ) -> reqwest::RequestBuilder {
         let method = reqwest::Method::from_bytes(self.method.as_bytes()).expect("method");
         let mut request = http.request(method, format!("{base}{}", self.path_and_query()));
         for (name, value) in &self.headers {
@@ -59,7 +79,7 @@ impl Capture {
             if matches!(lower.as_str(), "host" | "content-length" | "connection") {
                 continue;
             }
-            request = request.header(name.as_str(), value.as_str());
+            request = request.header(name.as_str(), value.replace(CAPTURED_KEY, key));
         }
         if !self.body.is_null() {
             request = request.body(self.body_bytes());

@@ -3,6 +3,7 @@
 
 pub mod env;
 pub mod fixtures;
+pub mod raw;
 pub mod redis;
 pub mod snapshot;
 

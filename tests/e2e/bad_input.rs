@@ -1,0 +1,135 @@
+//! Input the relay must refuse cleanly: every refusal is a 4xx in the
+//! Anthropic envelope, nothing reaches the upstream, nothing is counted.
+
+use reqwest::header::HeaderValue;
+
+use crate::harness::raw;
+use crate::harness::{K1, K2, TestEnv, body, snapshot};
+
+#[tokio::test]
+async fn a_64_kib_header_gets_431_in_the_envelope() {
+    let env = TestEnv::start().await;
+
+    let response = env
+        .send(
+            env.messages(K1, body(false))
+                .header("anthropic-beta", "b".repeat(64 * 1024)),
+        )
+        .await;
+
+    assert_eq!(response.status, 431);
+    snapshot::error_body("headers_too_large", &response);
+    env.assert_untouched().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_before_the_key_is_looked_at() {
+    let env = TestEnv::start().await;
+    let unknown = format!("cr_{}", "9".repeat(64));
+
+    let response = env
+        .send(
+            env.messages(&unknown, body(false))
+                .header("x-padding", "p".repeat(40 * 1024)),
+        )
+        .await;
+
+    assert_eq!(response.status, 431);
+    assert_eq!(response.error_code(), "headers_too_large");
+}
+
+/// Past hyper's read buffer (about 400 KiB) or its 100 header lines, hyper
+/// answers before the relay sees the request; such an answer cannot carry
+/// the envelope, but it is still a 4xx and nothing is forwarded.
+#[tokio::test]
+async fn headers_past_what_hyper_reads_get_its_bare_431() {
+    let env = TestEnv::start().await;
+    let huge = format!("x-big: {}\r\n", "b".repeat(1024 * 1024));
+    let many: String = (0..120).map(|n| format!("x-n{n}: v\r\n")).collect();
+
+    for extra in [huge, many] {
+        let request = format!(
+            "POST /v1/messages HTTP/1.1\r\nhost: relay\r\nx-api-key: {K1}\r\n{extra}\
+             content-length: 0\r\n\r\n"
+        );
+
+        let answer = raw::send_then_half_close(env.addr(), request.as_bytes()).await;
+
+        let answer = answer.expect("hyper answers");
+        assert_eq!(answer.status, 431);
+        assert!(answer.body.is_empty());
+    }
+    env.assert_untouched().await;
+}
+
+#[tokio::test]
+async fn a_body_cut_before_its_declared_length_gets_400_in_the_envelope() {
+    let env = TestEnv::start().await;
+    let whole = body(false);
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: relay\r\nx-api-key: {K1}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+        whole.len() + 100,
+        whole
+    );
+
+    let answer = raw::send_then_half_close(env.addr(), request.as_bytes()).await;
+
+    let answer = answer.expect("the relay answers a half-closed connection");
+    assert_eq!(answer.status, 400);
+    snapshot::error_body("invalid_body_truncated_body", &answer);
+    env.assert_untouched().await;
+}
+
+#[tokio::test]
+async fn a_header_value_that_is_not_utf8_gets_400_invalid_header() {
+    let env = TestEnv::start().await;
+
+    let response = env
+        .send(env.messages(K1, body(false)).header(
+            "anthropic-beta",
+            HeaderValue::from_bytes(b"beta-\xff\xfe").unwrap(),
+        ))
+        .await;
+
+    assert_eq!(response.status, 400);
+    snapshot::error_body("invalid_header", &response);
+    env.assert_untouched().await;
+}
+
+#[tokio::test]
+async fn a_user_agent_that_is_not_utf8_fails_a_client_restricted_key() {
+    let env = TestEnv::start().await;
+
+    let response = env
+        .send(env.messages(K2, body(false)).header(
+            "user-agent",
+            HeaderValue::from_bytes(b"claude-cli/2.0.0 \xff").unwrap(),
+        ))
+        .await;
+
+    assert_eq!(response.status, 403);
+    assert_eq!(response.error_code(), "client_not_allowed");
+    env.assert_untouched().await;
+}
+
+#[tokio::test]
+async fn a_key_header_that_is_not_utf8_gets_401_invalid_api_key() {
+    let env = TestEnv::start().await;
+
+    let response = env
+        .send(
+            env.request(reqwest::Method::POST, "/v1/messages")
+                .header("content-type", "application/json")
+                .header(
+                    "x-api-key",
+                    HeaderValue::from_bytes(b"cr_\xff\xfe").unwrap(),
+                )
+                .body(body(false)),
+        )
+        .await;
+
+    assert_eq!(response.status, 401);
+    assert_eq!(response.error_code(), "invalid_api_key");
+    env.assert_untouched().await;
+}
