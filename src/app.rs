@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::error::RelayError;
+use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::upstream::UpstreamClient;
 use crate::{observe, relay};
@@ -25,6 +26,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub upstream: UpstreamClient,
+    pub scheduler: Arc<Scheduler>,
 }
 
 pub struct Application {
@@ -37,8 +39,10 @@ impl Application {
     /// Binds the listener (port 0 picks a free port) and builds the router.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let config = Arc::new(config);
+        let store = Store::connect(&config.redis)?;
         let state = AppState {
-            store: Store::connect(&config.redis)?,
+            scheduler: Arc::new(Scheduler::new(store.clone(), &config)?),
+            store,
             upstream: UpstreamClient::new(&config.upstream)?,
             config: Arc::clone(&config),
         };

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::admin::accounts::{self, AccountsCommand};
 use crate::admin::seed::SeedFile;
 use crate::app::{Application, shutdown_signal};
 use crate::config::Config;
@@ -34,6 +35,12 @@ pub enum Command {
         /// The seed file (JSON).
         file: PathBuf,
     },
+    /// Upstream accounts: add, list (with why an account takes no
+    /// traffic), show, disable, enable, remove, set-priority.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
 }
 
 /// Runs one command; what it says for a person goes to `out`.
@@ -43,6 +50,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config, out).await,
         Command::Seed { file } => seed(&config, &file, out).await,
+        Command::Accounts { command } => {
+            let store = Store::connect(&config.redis)?;
+            accounts::run(command, &store, &config.secrets, out).await
+        }
     }
 }
 
@@ -57,7 +68,7 @@ async fn seed(config: &Config, file: &std::path::Path, out: &mut dyn Write) -> a
     let seed = SeedFile::load(file, &|name| std::env::var(name).ok())?;
     let store = Store::connect(&config.redis)?;
     let report = seed
-        .apply(&store, config.secrets.key_pepper.as_ref())
+        .apply(&store, &config.secrets)
         .await
         .context("writing the seed to Redis")?;
     writeln!(

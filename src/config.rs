@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::auth::clients::ClientRule;
 
+mod scheduling;
+pub use scheduling::{HealthLayer, HealthSettings, Marker, SchedulingLayer, SchedulingSettings};
+
 const MIB: usize = 1024 * 1024;
 
 /// The validated configuration the relay runs with.
@@ -27,6 +30,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
     pub secrets: Secrets,
+    pub scheduling: SchedulingSettings,
+    pub health: HealthSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +98,8 @@ pub struct Layer {
     pub plaintext_credentials: Option<bool>,
     /// Extra client kinds (name + matchers), added to the built-in ones.
     pub clients: Option<Vec<ClientRule>>,
+    pub scheduling: Option<SchedulingLayer>,
+    pub health: Option<HealthLayer>,
 }
 
 impl Layer {
@@ -150,6 +157,8 @@ impl Layer {
         if let Some(list) = var("RELAY_FORWARD_HEADERS") {
             layer.forward_headers = Some(split_list(&list));
         }
+        layer.scheduling = SchedulingLayer::from_env(var)?;
+        layer.health = HealthLayer::from_env(var)?;
         Ok(layer)
     }
 
@@ -181,7 +190,17 @@ impl Layer {
             shutdown_grace_secs: self.shutdown_grace_secs.or(below.shutdown_grace_secs),
             plaintext_credentials: self.plaintext_credentials.or(below.plaintext_credentials),
             clients: self.clients.or(below.clients),
+            scheduling: over(self.scheduling, below.scheduling, SchedulingLayer::over),
+            health: over(self.health, below.health, HealthLayer::over),
         }
+    }
+}
+
+/// Merges two optional tables field by field, `upper` winning.
+fn over<T>(upper: Option<T>, below: Option<T>, merge: fn(T, Option<T>) -> T) -> Option<T> {
+    match upper {
+        Some(upper) => Some(merge(upper, below)),
+        None => below,
     }
 }
 
@@ -238,12 +257,16 @@ const KNOWN_VARS: &[&str] = &[
     "RELAY_ADMIN_TOKEN_FILE",
 ];
 
+fn known_var(name: &str) -> bool {
+    KNOWN_VARS.contains(&name) || scheduling::ENV_VARS.contains(&name)
+}
+
 impl Config {
     /// Defaults < `file` < the process environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let unknown: Vec<String> = std::env::vars()
             .map(|(name, _)| name)
-            .filter(|name| name.starts_with("RELAY_") && !KNOWN_VARS.contains(&name.as_str()))
+            .filter(|name| name.starts_with("RELAY_") && !known_var(name))
             .collect();
         if !unknown.is_empty() {
             bail!(
@@ -319,6 +342,10 @@ impl Config {
         secrets.plaintext_credentials = layer
             .plaintext_credentials
             .unwrap_or(secrets.plaintext_credentials);
+        // Fails here, at start-up, on a malformed key or a contradiction.
+        crate::store::cipher::CredentialCipher::from_secrets(&secrets)?;
+        let scheduling = layer.scheduling.unwrap_or_default().settings()?;
+        let health = layer.health.unwrap_or_default().settings()?;
         Ok(Config {
             listen: layer.listen.unwrap_or(defaults.listen),
             redis,
@@ -328,6 +355,8 @@ impl Config {
             log_format: layer.log_format.unwrap_or(defaults.log_format),
             shutdown_grace: secs_or(layer.shutdown_grace_secs, defaults.shutdown_grace),
             secrets,
+            scheduling,
+            health,
         })
     }
 }
@@ -362,6 +391,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(30),
             secrets: Secrets::default(),
+            scheduling: SchedulingSettings::default(),
+            health: HealthSettings::default(),
         }
     }
 }

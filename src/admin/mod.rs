@@ -1,3 +1,5 @@
 //! Operator commands: the CLI subcommands that write straight to the store.
 
+pub mod accounts;
+mod health_view;
 pub mod seed;

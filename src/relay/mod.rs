@@ -54,10 +54,9 @@ pub async fn models(
 ) -> Result<Response, RelayError> {
     let (parts, _body) = request.into_parts();
     let key = admit(&state, &log, &parts.headers).await?;
-    let _ = key;
     // TODO(#3): list only the models the key may use.
     let outgoing = Outgoing::new(&state, &parts, Bytes::new(), None);
-    forward::forward(&state, &log, outgoing).await
+    forward::forward(&state, &log, &key, outgoing).await
 }
 
 async fn relay_body_request(
@@ -83,7 +82,7 @@ async fn relay_body_request(
         });
     }
     let outgoing = Outgoing::new(&state, &parts, bytes, Some(message));
-    forward::forward(&state, &log, outgoing).await
+    forward::forward(&state, &log, &key, outgoing).await
 }
 
 /// Key present, key valid, client allowed.

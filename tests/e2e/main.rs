@@ -7,8 +7,9 @@
 
 mod harness;
 
+mod account_health;
 mod auth;
-mod binaries;
+pub mod binaries;
 mod clients;
 mod failover;
 mod forwarding;
