@@ -12,5 +12,6 @@ mod auth;
 pub mod binaries;
 mod clients;
 mod failover;
+mod fault_matrix;
 mod forwarding;
 mod smoke;
