@@ -15,3 +15,4 @@ mod failover;
 mod fault_matrix;
 mod forwarding;
 mod smoke;
+mod sticky;
