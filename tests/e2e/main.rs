@@ -14,5 +14,6 @@ mod clients;
 mod failover;
 mod fault_matrix;
 mod forwarding;
+mod rate_limits;
 mod smoke;
 mod sticky;
