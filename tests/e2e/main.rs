@@ -14,6 +14,8 @@ mod clients;
 mod failover;
 mod fault_matrix;
 mod forwarding;
+mod pick_script;
 mod rate_limits;
+mod selection;
 mod smoke;
 mod sticky;
