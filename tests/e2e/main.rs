@@ -8,6 +8,7 @@
 mod harness;
 
 mod account_health;
+mod accounts_cli;
 mod auth;
 pub mod binaries;
 mod clients;
