@@ -306,6 +306,37 @@ mod tests {
     }
 
     #[test]
+    fn tables_of_the_config_file_reach_the_config() {
+        let layer: super::super::Layer = toml::from_str(
+            "[scheduling]\nsticky_ttl_secs = 5\nspill_to_pool = true\n[health]\nrate_limit_secs = 3\n",
+        )
+        .unwrap();
+
+        let config = super::super::Config::from_layer(layer, Default::default()).unwrap();
+
+        assert_eq!(config.scheduling.sticky_ttl, Duration::from_secs(5));
+        assert!(config.scheduling.spill_to_pool);
+        assert_eq!(config.health.rate_limit, Duration::from_secs(3));
+        assert!(toml::from_str::<super::super::Layer>("[health]\ncolour = 1").is_err());
+    }
+
+    #[test]
+    fn an_account_key_with_plaintext_mode_is_a_start_up_error() {
+        let secrets = super::super::Secrets {
+            account_key: Some("ab".repeat(32).into()),
+            ..Default::default()
+        };
+        let layer = super::super::Layer {
+            plaintext_credentials: Some(true),
+            ..Default::default()
+        };
+
+        let err = super::super::Config::from_layer(layer, secrets).unwrap_err();
+
+        assert!(format!("{err:#}").contains("contradict"), "{err:#}");
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let file: HealthLayer = toml::from_str("rate_limit_secs = 5\ntimeout_secs = 7").unwrap();
         let env = |name: &str| (name == "RELAY_HEALTH_RATE_LIMIT_SECS").then(|| "9".to_owned());

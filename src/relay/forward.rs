@@ -143,7 +143,6 @@ async fn attempt(
     outgoing: &Outgoing,
     account: &Account,
 ) -> Attempt {
-    let settings = state.scheduler.health_settings();
     let sent = state
         .upstream
         .send(
@@ -154,25 +153,33 @@ async fn attempt(
             outgoing.body_for(account),
         )
         .await;
-    let response = match sent {
-        Ok(response) => response,
+    match sent {
+        Ok(response) => {
+            log.attempt(&account.id, Some(response.status().as_u16()));
+            judge(state, response).await
+        }
         Err(error) => {
             log.attempt(&account.id, None);
             tracing::debug!(account_id = %account.id, %error, "attempt failed");
+            let effect = health::judge_failure(&error, state.scheduler.health_settings());
             let failure = match error {
                 SendError::Timeout(_) => Failure::Timeout,
                 SendError::Connect(_) | SendError::Other(_) | SendError::BadUrl(_) => {
                     Failure::Unreachable
                 }
             };
-            return Attempt::Failed(failure, health::judge_failure(&error, settings));
+            Attempt::Failed(failure, effect)
         }
-    };
+    }
+}
+
+/// Relays an answer as it streams when its status settles the verdict;
+/// otherwise reads it whole first (markers in 400 and 403 bodies, and a
+/// failed answer must be kept to relay it verbatim if it is the last).
+async fn judge(state: &AppState, response: reqwest::Response) -> Attempt {
+    let settings = state.scheduler.health_settings();
     let status = response.status();
-    log.attempt(&account.id, Some(status.as_u16()));
     let now = time::OffsetDateTime::now_utc();
-    // Only 400 and 403 need their body read before the verdict (markers);
-    // any other answer to relay streams through untouched.
     let early = (!health::needs_body(status))
         .then(|| health::judge(status, response.headers(), b"", settings, now));
     if early == Some(Verdict::Relay) {

@@ -83,9 +83,10 @@ impl Scheduler {
         }
         let fresh = self.reload().await?;
         // Another change racing this one would only repeat the reload; the
-        // records just read are current enough for this request.
+        // records just read are current enough for this request. Without a
+        // version check the script never answers "stale".
         let plan = self.pick(&fresh, ANY_VERSION, ask).await?;
-        Ok(plan.unwrap_or_else(|| Plan::new(&[], &[], None, None, None)))
+        Ok(plan.unwrap_or_else(Plan::empty))
     }
 
     async fn pick(

@@ -69,6 +69,16 @@ impl Plan {
         }
     }
 
+    /// No account to try and nothing known about any.
+    pub fn empty() -> Plan {
+        Plan {
+            tries: Vec::new(),
+            waits: Vec::new(),
+            recorded: None,
+            sticky: None,
+        }
+    }
+
     /// The usable accounts, in the order they are tried.
     pub fn accounts(&self) -> &[Arc<Account>] {
         &self.tries
