@@ -78,6 +78,9 @@ say "mock upstream on $MOCK_URL"
 export RELAY_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export RELAY_REDIS_PREFIX="demo:"
 export RELAY_LISTEN="${DEMO_LISTEN:-127.0.0.1:0}"
+# Account credentials are stored encrypted under this key; a throwaway
+# Redis gets a throwaway key.
+export RELAY_ACCOUNT_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 DEMO_KEY="cr_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 MOCK_URL="$MOCK_URL" DEMO_KEY="$DEMO_KEY" "$BIN/claude-relay" seed fixtures/demo.json >&2
 
@@ -93,6 +96,9 @@ curl -sS -N "$RELAY_URL/v1/messages" \
   -H "anthropic-version: 2023-06-01" \
   -d '{"model":"claude-sonnet-4-5-20250929","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Say hi"}]}'
 echo
+
+say "the accounts, as an operator sees them"
+"$BIN/claude-relay" accounts list
 
 if $ONCE; then
   say "done (--once)"

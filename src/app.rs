@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::error::RelayError;
+use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::upstream::UpstreamClient;
 use crate::usage::pricing::PriceTable;
@@ -32,6 +33,7 @@ pub struct AppState {
     pub upstream: UpstreamClient,
     pub recorder: Recorder,
     pub prices: Arc<PriceTable>,
+    pub scheduler: Arc<Scheduler>,
 }
 
 pub struct Application {
@@ -52,6 +54,7 @@ impl Application {
         };
         let state = AppState {
             recorder: Recorder::new(store.clone(), config.usage_utc_offset),
+            scheduler: Arc::new(Scheduler::new(store.clone(), &config)?),
             store,
             upstream: UpstreamClient::new(&config.upstream)?,
             prices: Arc::new(prices),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::admin::accounts::{self, AccountsCommand};
 use crate::admin::keys::KeysCommand;
 use crate::admin::seed::SeedFile;
 use crate::app::{Application, shutdown_signal};
@@ -36,6 +37,12 @@ pub enum Command {
     Seed {
         /// The seed file (JSON).
         file: PathBuf,
+    },
+    /// Upstream accounts: add, list (with why an account takes no
+    /// traffic), show, disable, enable, remove, set-priority.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
     },
     /// Create, inspect, disable, rotate and delete relay keys.
     Keys {
@@ -74,6 +81,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Seed { file } => seed(&config, &file, out).await,
         Command::Keys { command } => crate::admin::keys::run(command, &config, out).await,
         Command::Usage(args) => usage(&config, args, out).await,
+        Command::Accounts { command } => {
+            let store = Store::connect(&config.redis)?;
+            accounts::run(command, &store, &config.secrets, out).await
+        }
     }
 }
 
@@ -115,7 +126,7 @@ async fn seed(config: &Config, file: &std::path::Path, out: &mut dyn Write) -> a
     let seed = SeedFile::load(file, &|name| std::env::var(name).ok())?;
     let store = Store::connect(&config.redis)?;
     let report = seed
-        .apply(&store, config.secrets.key_pepper.as_ref())
+        .apply(&store, &config.secrets)
         .await
         .context("writing the seed to Redis")?;
     writeln!(

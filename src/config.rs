@@ -15,6 +15,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::auth::clients::ClientRule;
 
+mod scheduling;
+pub use scheduling::{HealthLayer, HealthSettings, Marker, SchedulingLayer, SchedulingSettings};
+
 const MIB: usize = 1024 * 1024;
 
 /// The validated configuration the relay runs with.
@@ -37,6 +40,8 @@ pub struct Config {
     pub pricing_file: Option<PathBuf>,
     /// Where usage days start: UTC plus this offset.
     pub usage_utc_offset: UtcOffset,
+    pub scheduling: SchedulingSettings,
+    pub health: HealthSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +177,8 @@ pub struct Layer {
     pub clients: Option<Vec<ClientRule>>,
     pub models: Option<Vec<ListedModel>>,
     pub header_limit_kb: Option<usize>,
+    pub scheduling: Option<SchedulingLayer>,
+    pub health: Option<HealthLayer>,
 }
 
 impl Layer {
@@ -237,6 +244,8 @@ impl Layer {
             layer.models = Some(models.map_err(|err| anyhow::anyhow!("RELAY_MODELS: {err}"))?);
         }
         set(&mut layer.header_limit_kb, var, "RELAY_HEADER_LIMIT_KB")?;
+        layer.scheduling = SchedulingLayer::from_env(var)?;
+        layer.health = HealthLayer::from_env(var)?;
         Ok(layer)
     }
 
@@ -272,7 +281,17 @@ impl Layer {
             clients: self.clients.or(below.clients),
             models: self.models.or(below.models),
             header_limit_kb: self.header_limit_kb.or(below.header_limit_kb),
+            scheduling: over(self.scheduling, below.scheduling, SchedulingLayer::over),
+            health: over(self.health, below.health, HealthLayer::over),
         }
+    }
+}
+
+/// Merges two optional tables field by field, `upper` winning.
+fn over<T>(upper: Option<T>, below: Option<T>, merge: fn(T, Option<T>) -> T) -> Option<T> {
+    match upper {
+        Some(upper) => Some(merge(upper, below)),
+        None => below,
     }
 }
 
@@ -333,12 +352,16 @@ const KNOWN_VARS: &[&str] = &[
     "RELAY_ADMIN_TOKEN_FILE",
 ];
 
+fn known_var(name: &str) -> bool {
+    KNOWN_VARS.contains(&name) || scheduling::ENV_VARS.contains(&name)
+}
+
 impl Config {
     /// Defaults < `file` < the process environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let unknown: Vec<String> = std::env::vars()
             .map(|(name, _)| name)
-            .filter(|name| name.starts_with("RELAY_") && !KNOWN_VARS.contains(&name.as_str()))
+            .filter(|name| name.starts_with("RELAY_") && !known_var(name))
             .collect();
         if !unknown.is_empty() {
             bail!(
@@ -421,6 +444,10 @@ impl Config {
         secrets.plaintext_credentials = layer
             .plaintext_credentials
             .unwrap_or(secrets.plaintext_credentials);
+        // Fails here, at start-up, on a malformed key or a contradiction.
+        crate::store::cipher::CredentialCipher::from_secrets(&secrets)?;
+        let scheduling = layer.scheduling.unwrap_or_default().settings()?;
+        let health = layer.health.unwrap_or_default().settings()?;
         Ok(Config {
             listen: layer.listen.unwrap_or(defaults.listen),
             redis,
@@ -437,6 +464,8 @@ impl Config {
                 Some(text) => parse_offset(&text)?,
                 None => defaults.usage_utc_offset,
             },
+            scheduling,
+            health,
         })
     }
 }
@@ -481,6 +510,8 @@ impl Default for Config {
             secrets: Secrets::default(),
             pricing_file: None,
             usage_utc_offset: UtcOffset::UTC,
+            scheduling: SchedulingSettings::default(),
+            health: HealthSettings::default(),
         }
     }
 }

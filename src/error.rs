@@ -48,9 +48,9 @@ pub enum RelayError {
         upstream_status: Option<u16>,
     },
     #[error("upstream did not answer in time")]
-    UpstreamTimeout,
+    UpstreamTimeout { retry_after: Option<Duration> },
     #[error("upstream unreachable")]
-    UpstreamUnreachable,
+    UpstreamUnreachable { retry_after: Option<Duration> },
     #[error("store unavailable: {0}")]
     StoreUnavailable(#[source] redis::RedisError),
     #[error("no route {method} {path}")]
@@ -106,12 +106,12 @@ impl RelayError {
                 "overloaded_error",
                 "no_upstream_available",
             ),
-            E::UpstreamTimeout => class(
+            E::UpstreamTimeout { .. } => class(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout_error",
                 "upstream_timeout",
             ),
-            E::UpstreamUnreachable => {
+            E::UpstreamUnreachable { .. } => {
                 class(StatusCode::BAD_GATEWAY, "api_error", "upstream_unreachable")
             }
             E::StoreUnavailable(_) => class(
@@ -188,16 +188,16 @@ impl RelayError {
             E::NoUpstream { retry_after, .. } => match retry_after {
                 Some(after) => format!(
                     "No upstream account can serve this request right now. Retry in {} seconds.",
-                    after.as_secs().max(1)
+                    retry_secs(*after)
                 ),
                 None => "No upstream account can serve this request right now. Retry later, \
                      or ask your relay operator to check the accounts."
                     .into(),
             },
-            E::UpstreamTimeout => {
+            E::UpstreamTimeout { .. } => {
                 "The upstream API did not answer in time. Retry the request.".into()
             }
-            E::UpstreamUnreachable => {
+            E::UpstreamUnreachable { .. } => {
                 "The relay could not connect to the upstream API. Retry in a moment.".into()
             }
             E::StoreUnavailable(_) => {
@@ -245,6 +245,9 @@ impl RelayError {
                 user_agent,
             } => Some(json!({ "allowed_clients": allowed, "user_agent": user_agent })),
             E::ModelNotAllowed { model } => Some(json!({ "model": model })),
+            E::UpstreamTimeout { retry_after } | E::UpstreamUnreachable { retry_after } => {
+                retry_after.map(|after| json!({ "retry_after_secs": retry_secs(after) }))
+            }
             E::NoUpstream {
                 retry_after,
                 upstream_status,
@@ -272,8 +275,6 @@ impl RelayError {
             | E::KeyDisabled
             | E::InvalidJson { .. }
             | E::InvalidBody { .. }
-            | E::UpstreamTimeout
-            | E::UpstreamUnreachable
             | E::StoreUnavailable(_)
             | E::NotFound { .. }
             | E::MethodNotAllowed { .. }
@@ -283,7 +284,9 @@ impl RelayError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            RelayError::NoUpstream { retry_after, .. } => *retry_after,
+            RelayError::NoUpstream { retry_after, .. }
+            | RelayError::UpstreamTimeout { retry_after }
+            | RelayError::UpstreamUnreachable { retry_after } => *retry_after,
             _ => None,
         }
     }
@@ -388,8 +391,8 @@ mod tests {
             E::InvalidBody { .. } => 9,
             E::ModelNotAllowed { .. } => 10,
             E::NoUpstream { .. } => 11,
-            E::UpstreamTimeout => 12,
-            E::UpstreamUnreachable => 13,
+            E::UpstreamTimeout { .. } => 12,
+            E::UpstreamUnreachable { .. } => 13,
             E::StoreUnavailable(_) => 14,
             E::NotFound { .. } => 15,
             E::MethodNotAllowed { .. } => 16,
@@ -425,8 +428,8 @@ mod tests {
                 retry_after: None,
                 upstream_status: None,
             },
-            E::UpstreamTimeout,
-            E::UpstreamUnreachable,
+            E::UpstreamTimeout { retry_after: None },
+            E::UpstreamUnreachable { retry_after: None },
             E::StoreUnavailable((redis::ErrorKind::Io, "down").into()),
             E::NotFound {
                 method: text(),

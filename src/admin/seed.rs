@@ -2,6 +2,7 @@
 //! Seeding upserts by id through the store, so running it twice is
 //! harmless and it can never drift from the schema the relay reads.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -11,6 +12,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::auth::hash_key;
+use crate::config::Secrets;
+use crate::store::cipher::CredentialCipher;
 use crate::store::records::AccountKind;
 use crate::store::{AccountRecord, AuthScheme, KeyRecord, Service, Store, StoreError};
 
@@ -23,7 +26,8 @@ pub struct SeedFile {
     pub keys: Vec<SeedKey>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Debug leaves the credential out (see the impl below).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedAccount {
     pub id: String,
@@ -38,6 +42,17 @@ pub struct SeedAccount {
     pub priority: u32,
     #[serde(default = "yes")]
     pub schedulable: bool,
+    /// Models the account serves; empty serves all.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Requested model → the id this upstream expects.
+    #[serde(default)]
+    pub model_map: BTreeMap<String, String>,
+    /// 0 or null: no limit.
+    #[serde(default)]
+    pub concurrency_limit: Option<u32>,
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +78,9 @@ pub struct SeedKey {
     pub allowed_clients: Vec<String>,
     #[serde(default)]
     pub allowed_models: Vec<String>,
+    /// An account id, `group:NAME`, or null for the shared pool.
+    #[serde(default)]
+    pub account: Option<String>,
     #[serde(default)]
     pub denied_models: Vec<String>,
 }
@@ -122,13 +140,7 @@ impl SeedFile {
             if !ids.insert(("account", account.id.as_str())) {
                 bail!("account id {} appears twice", account.id);
             }
-            if crate::upstream::client::join_url(&account.base_url, "/").is_none() {
-                bail!(
-                    "account {}: base_url {:?} is not an http(s) URL",
-                    account.id,
-                    account.base_url
-                );
-            }
+            account.check()?;
         }
         for key in &self.keys {
             if !ids.insert(("key", key.id.as_str())) {
@@ -148,15 +160,14 @@ impl SeedFile {
         Ok(())
     }
 
-    /// Upserts every record. Keys are hashed here; the key text is dropped.
-    /// A key seeded again keeps its creation time.
-    pub async fn apply(
-        &self,
-        store: &Store,
-        pepper: Option<&SecretString>,
-    ) -> anyhow::Result<SeedReport> {
-        for account in &self.accounts {
-            store.put_account(&account.record()).await?;
+    /// Upserts every record. Keys are hashed and credentials sealed here;
+    /// neither text is stored. A key seeded again keeps its creation time.
+    pub async fn apply(&self, store: &Store, secrets: &Secrets) -> anyhow::Result<SeedReport> {
+        if !self.accounts.is_empty() {
+            let cipher = CredentialCipher::from_secrets(secrets)?;
+            for account in &self.accounts {
+                store.put_account(&account.record(&cipher)?).await?;
+            }
         }
         let now = crate::auth::lifetime::now();
         for key in &self.keys {
@@ -166,7 +177,9 @@ impl SeedFile {
                 other => other?,
             };
             let created_at = existing.and_then(|old| old.created_at).unwrap_or(now);
-            store.put_key(&key.record(pepper, created_at)).await?;
+            store
+                .put_key(&key.record(secrets.key_pepper.as_ref(), created_at))
+                .await?;
         }
         Ok(SeedReport {
             accounts: self.accounts.len(),
@@ -175,18 +188,41 @@ impl SeedFile {
     }
 }
 
+impl std::fmt::Debug for SeedAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedAccount")
+            .field("id", &self.id)
+            .field("base_url", &self.base_url)
+            .field("credential", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
 impl SeedAccount {
-    fn record(&self) -> AccountRecord {
-        AccountRecord {
+    fn check(&self) -> anyhow::Result<()> {
+        super::accounts::check_fields(&self.id, &self.base_url, self.group.as_deref())
+            .with_context(|| format!("account {}", self.id))
+    }
+
+    fn record(&self, cipher: &CredentialCipher) -> anyhow::Result<AccountRecord> {
+        let credential = SecretString::from(self.credential.clone());
+        let sealed = cipher
+            .seal(&self.id, &credential)
+            .with_context(|| format!("storing the credential of account {}", self.id))?;
+        Ok(AccountRecord {
             id: self.id.clone(),
             name: self.name.clone(),
             kind: self.kind,
             base_url: self.base_url.clone(),
-            credential: self.credential.clone(),
+            credential: sealed,
             auth_scheme: self.auth_scheme,
             priority: self.priority,
             schedulable: self.schedulable,
-        }
+            models: self.models.clone(),
+            model_map: self.model_map.clone(),
+            concurrency_limit: self.concurrency_limit.unwrap_or(0),
+            group: self.group.clone(),
+        })
     }
 }
 
@@ -211,6 +247,7 @@ impl SeedKey {
             allowed_clients: self.allowed_clients.clone(),
             allowed_models: self.allowed_models.clone(),
             denied_models: self.denied_models.clone(),
+            account: self.account.clone(),
         }
     }
 }
@@ -349,6 +386,38 @@ mod tests {
             let text = format!(r#"{{"keys":[{{"id":"k","name":"K","key":"x",{key}}}]}}"#);
             let err = SeedFile::parse(&text, &env).unwrap_err();
             assert!(format!("{err:#}").contains(expected), "{key}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn every_account_field_and_the_key_binding_are_accepted() {
+        let seed = SeedFile::parse(
+            r#"{"accounts":[{"id":"acct-a","name":"A","kind":"console","base_url":"${MOCK_URL}",
+                 "credential":"sk-up-A","auth_scheme":"bearer","priority":1,"schedulable":false,
+                 "models":["claude-sonnet-4-5"],"model_map":{"claude-sonnet-4-5":"up-sonnet"},
+                 "concurrency_limit":0,"group":"team"}],
+                "keys":[{"id":"k","name":"K","key":"x","account":"group:team"}]}"#,
+            &env,
+        )
+        .unwrap();
+
+        let account = &seed.accounts[0];
+        assert_eq!(account.auth_scheme, AuthScheme::Bearer);
+        assert_eq!(account.group.as_deref(), Some("team"));
+        assert_eq!(account.model_map["claude-sonnet-4-5"], "up-sonnet");
+        assert!(!format!("{account:?}").contains("sk-up-A"));
+        assert_eq!(seed.keys[0].account.as_deref(), Some("group:team"));
+    }
+
+    #[test]
+    fn blank_groups_and_bad_urls_are_refused() {
+        for account in [
+            r#"{"id":"a","name":"A","base_url":"${MOCK_URL}","credential":"c","group":" "}"#,
+            r#"{"id":"a","name":"A","base_url":"ftp://x","credential":"c"}"#,
+            r#"{"id":"a b","name":"A","base_url":"${MOCK_URL}","credential":"c"}"#,
+        ] {
+            let text = format!(r#"{{"accounts":[{account}]}}"#);
+            assert!(SeedFile::parse(&text, &env).is_err(), "{account}");
         }
     }
 

@@ -55,6 +55,7 @@ mod tests {
             allowed_clients: Vec::new(),
             allowed_models: Vec::new(),
             denied_models: Vec::new(),
+            account: None,
         }
     }
 

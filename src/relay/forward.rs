@@ -1,19 +1,22 @@
-//! Attempts against accounts, in order, with failover before the first
-//! byte reaches the client.
+//! Attempts against accounts, in the scheduler's order, with failover
+//! before the first byte reaches the client.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::http::{HeaderMap, Method, StatusCode, request::Parts};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::response::Response;
 use bytes::Bytes;
 
 use super::body;
 use super::meter::{Billing, Meter, UsageSink};
-use super::request::MessageRequest;
+use super::request::{MessageRequest, replace_model};
 use crate::app::AppState;
-use crate::error::RelayError;
+use crate::error::{RelayError, retry_secs};
 use crate::observe::RequestLog;
-use crate::scheduler;
+use crate::scheduler::{Account, Ask, Binding, Effect, Verdict, health, session};
+use crate::store::KeyRecord;
 use crate::upstream::{SendError, headers};
 use crate::usage::tap::UsageTap;
 
@@ -26,7 +29,6 @@ pub struct Outgoing {
     path_and_query: String,
     headers: HeaderMap,
     body: Bytes,
-    #[expect(dead_code, reason = "model mapping arrives with account management")]
     message: Option<MessageRequest>,
     /// Set when a successful answer is billed as a message.
     bill_to: Option<BillTo>,
@@ -58,25 +60,49 @@ impl Outgoing {
             bill_to,
         }
     }
-}
 
-/// What an upstream answer means for the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    /// Give it to the client as it comes.
-    Relay,
-    /// The account could not serve it: try the next one.
-    NextAccount,
-}
+    /// Who a successful answer from `account` is billed to, if anyone.
+    fn billing(&self, state: &AppState, account: &Account) -> Option<Box<dyn UsageSink>> {
+        let bill_to = self.bill_to.as_ref()?;
+        Some(Box::new(Billing {
+            recorder: state.recorder.clone(),
+            prices: Arc::clone(&state.prices),
+            key_id: bill_to.key_id.clone(),
+            account_id: account.id.clone(),
+            requested_model: bill_to.model.clone(),
+        }))
+    }
 
-fn verdict(status: StatusCode) -> Verdict {
-    match status.as_u16() {
-        401 | 403 | 429 | 500..=599 => Verdict::NextAccount,
-        _ => Verdict::Relay,
+    fn ask<'a>(&'a self, key: &'a KeyRecord) -> Ask<'a> {
+        let model = self.message.as_ref().map(|message| message.model.as_str());
+        let sticky = self.message.as_ref().and_then(|message| {
+            let identity =
+                session::identity(message.user_id.as_deref(), &self.headers, &self.body)?;
+            Some(session::sticky_name(&key.id, &message.model, &identity))
+        });
+        Ask {
+            binding: Binding::of(key.account.as_deref()),
+            model,
+            sticky,
+        }
+    }
+
+    /// The body for this account: the model replaced when the account maps
+    /// it, every other byte as received.
+    fn body_for(&self, account: &Account) -> Bytes {
+        let Some(message) = &self.message else {
+            return self.body.clone();
+        };
+        match account.upstream_model(&message.model) {
+            Some(upstream) if upstream != message.model => {
+                replace_model(&self.body, &message.model_span, upstream)
+            }
+            _ => self.body.clone(),
+        }
     }
 }
 
-/// Why the last attempt did not produce an answer to relay.
+/// Why an attempt did not produce an answer to relay.
 enum Failure {
     Answer {
         status: StatusCode,
@@ -87,122 +113,195 @@ enum Failure {
     Unreachable,
 }
 
+/// An answer for the client.
+enum Answer {
+    Streaming(reqwest::Response),
+    Buffered {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+}
+
+enum Attempt {
+    Answered(Answer),
+    Failed(Failure, Effect),
+}
+
 pub async fn forward(
     state: &AppState,
     log: &Arc<RequestLog>,
+    key: &KeyRecord,
     outgoing: Outgoing,
 ) -> Result<Response, RelayError> {
-    let accounts = scheduler::candidates(&state.store)
+    let scheduler = &state.scheduler;
+    let mut plan = scheduler
+        .plan(&outgoing.ask(key))
         .await
         .map_err(super::store_error)?;
-    let settings = &state.config.upstream;
+    let tries: Vec<Arc<Account>> = plan
+        .accounts()
+        .iter()
+        .take(state.config.upstream.max_attempts)
+        .cloned()
+        .collect();
     let mut last = None;
-    for account in accounts.iter().take(settings.max_attempts) {
-        let sent = state
-            .upstream
-            .send(
-                &account.target(),
-                outgoing.method.clone(),
-                &outgoing.path_and_query,
-                outgoing.headers.clone(),
-                outgoing.body.clone(),
-            )
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(err) => {
-                log.attempt(&account.id, None);
-                tracing::debug!(account_id = %account.id, error = %err, "attempt failed");
-                last = Some(match err {
-                    SendError::Timeout(_) => Failure::Timeout,
-                    SendError::Connect(_) | SendError::Other(_) | SendError::BadUrl(_) => {
-                        Failure::Unreachable
-                    }
-                });
-                continue;
+    for account in tries {
+        match attempt(state, log, &outgoing, &account).await {
+            Attempt::Answered(answer) => {
+                scheduler.served(&plan, &account).await;
+                let billing = outgoing.billing(state, &account);
+                return Ok(respond(answer, state, log, billing));
             }
-        };
-        let status = response.status();
-        log.attempt(&account.id, Some(status.as_u16()));
-        if verdict(status) == Verdict::Relay {
-            let billing = outgoing
-                .bill_to
-                .as_ref()
-                .filter(|_| status.is_success())
-                .map(|bill_to| -> Box<dyn UsageSink> {
-                    Box::new(Billing {
-                        recorder: state.recorder.clone(),
-                        prices: Arc::clone(&state.prices),
-                        key_id: bill_to.key_id.clone(),
-                        account_id: account.id.clone(),
-                        requested_model: bill_to.model.clone(),
-                    })
-                });
-            return Ok(relay_response(response, state, log, billing));
+            Attempt::Failed(failure, effect) => {
+                scheduler.apply(&mut plan, &account, &effect).await;
+                last = Some(failure);
+            }
         }
-        let headers = headers::response_headers(response.headers());
-        let body = body::buffer(response, settings.idle_timeout, ERROR_BODY_CAP).await;
-        last = Some(Failure::Answer {
+    }
+    give_up(last, plan.retry_after())
+}
+
+async fn attempt(
+    state: &AppState,
+    log: &Arc<RequestLog>,
+    outgoing: &Outgoing,
+    account: &Account,
+) -> Attempt {
+    let sent = state
+        .upstream
+        .send(
+            &account.target(),
+            outgoing.method.clone(),
+            &outgoing.path_and_query,
+            outgoing.headers.clone(),
+            outgoing.body_for(account),
+        )
+        .await;
+    match sent {
+        Ok(response) => {
+            log.attempt(&account.id, Some(response.status().as_u16()));
+            judge(state, response).await
+        }
+        Err(error) => {
+            log.attempt(&account.id, None);
+            tracing::debug!(account_id = %account.id, %error, "attempt failed");
+            let effect = health::judge_failure(&error, state.scheduler.health_settings());
+            let failure = match error {
+                SendError::Timeout(_) => Failure::Timeout,
+                SendError::Connect(_) | SendError::Other(_) | SendError::BadUrl(_) => {
+                    Failure::Unreachable
+                }
+            };
+            Attempt::Failed(failure, effect)
+        }
+    }
+}
+
+/// Relays an answer as it streams when its status settles the verdict;
+/// otherwise reads it whole first (markers in 400 and 403 bodies, and a
+/// failed answer must be kept to relay it verbatim if it is the last).
+async fn judge(state: &AppState, response: reqwest::Response) -> Attempt {
+    let settings = state.scheduler.health_settings();
+    let status = response.status();
+    let now = time::OffsetDateTime::now_utc();
+    let early = (!health::needs_body(status))
+        .then(|| health::judge(status, response.headers(), b"", settings, now));
+    if early == Some(Verdict::Relay) {
+        return Attempt::Answered(Answer::Streaming(response));
+    }
+    let upstream_headers = response.headers().clone();
+    let idle = state.config.upstream.idle_timeout;
+    let body = body::buffer(response, idle, ERROR_BODY_CAP).await;
+    let headers = headers::response_headers(&upstream_headers);
+    let verdict =
+        early.unwrap_or_else(|| health::judge(status, &upstream_headers, &body, settings, now));
+    match verdict {
+        Verdict::Relay => Attempt::Answered(Answer::Buffered {
             status,
             headers,
             body,
-        });
+        }),
+        Verdict::NextAccount(effect) => Attempt::Failed(
+            Failure::Answer {
+                status,
+                headers,
+                body,
+            },
+            effect,
+        ),
     }
-    give_up(last)
 }
 
-fn relay_response(
-    upstream: reqwest::Response,
+/// The client's answer. A streamed one passes the meter; only a success
+/// is billed.
+fn respond(
+    answer: Answer,
     state: &AppState,
     log: &Arc<RequestLog>,
     billing: Option<Box<dyn UsageSink>>,
 ) -> Response {
-    let headers = headers::response_headers(upstream.headers());
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    let meter = Meter::new(
-        UsageTap::for_content_type(content_type),
-        billing,
-        Arc::clone(log),
-    );
-    let mut response = Response::new(axum::body::Body::empty());
-    *response.status_mut() = upstream.status();
-    *response.body_mut() = body::relay(
-        upstream.bytes_stream(),
-        state.config.upstream.idle_timeout,
-        meter,
-    );
+    match answer {
+        Answer::Streaming(upstream) => {
+            let headers = headers::response_headers(upstream.headers());
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok());
+            let billing = billing.filter(|_| upstream.status().is_success());
+            let tap = UsageTap::for_content_type(content_type);
+            let meter = Meter::new(tap, billing, Arc::clone(log));
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = upstream.status();
+            *response.body_mut() = body::relay(
+                upstream.bytes_stream(),
+                state.config.upstream.idle_timeout,
+                meter,
+            );
+            *response.headers_mut() = headers;
+            response
+        }
+        Answer::Buffered {
+            status,
+            headers,
+            body,
+        } => buffered(status, headers, body),
+    }
+}
+
+fn buffered(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
 }
 
-/// Every attempt failed: the last upstream answer verbatim, except that an
-/// upstream 401 (about the account's credential, not the user's key)
-/// becomes the relay's own 503.
-fn give_up(last: Option<Failure>) -> Result<Response, RelayError> {
+/// Every attempt failed, or none could be made: the last upstream answer
+/// verbatim, except that an upstream 401 (about the account's credential,
+/// not the user's key) becomes the relay's own 503. `retry_after`, when
+/// known, is the soonest moment any account can serve again.
+fn give_up(last: Option<Failure>, retry_after: Option<Duration>) -> Result<Response, RelayError> {
     match last {
         None => Err(RelayError::NoUpstream {
-            retry_after: None,
+            retry_after,
             upstream_status: None,
         }),
-        Some(Failure::Timeout) => Err(RelayError::UpstreamTimeout),
-        Some(Failure::Unreachable) => Err(RelayError::UpstreamUnreachable),
+        Some(Failure::Timeout) => Err(RelayError::UpstreamTimeout { retry_after }),
+        Some(Failure::Unreachable) => Err(RelayError::UpstreamUnreachable { retry_after }),
         Some(Failure::Answer { status, .. }) if status == StatusCode::UNAUTHORIZED => {
             Err(RelayError::NoUpstream {
-                retry_after: None,
+                retry_after,
                 upstream_status: Some(status.as_u16()),
             })
         }
         Some(Failure::Answer {
             status,
-            headers,
+            mut headers,
             body,
         }) => {
-            let mut response = Response::new(axum::body::Body::from(body));
-            *response.status_mut() = status;
-            *response.headers_mut() = headers;
-            Ok(response)
+            if let Some(after) = retry_after {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(after)));
+            }
+            Ok(buffered(status, headers, body))
         }
     }
 }

@@ -89,7 +89,7 @@ async fn relay_body_request(
         model: message.model.clone(),
     });
     let outgoing = Outgoing::new(&state, &parts, bytes, Some(message), bill_to);
-    forward::forward(&state, &log, outgoing).await
+    forward::forward(&state, &log, &key, outgoing).await
 }
 
 /// Refuses a request whose headers are larger than the configured limit,

@@ -27,7 +27,7 @@ pub async fn list(
     outgoing: Outgoing,
     key: &KeyRecord,
 ) -> Result<Response, RelayError> {
-    let answer = forward::forward(state, log, outgoing).await;
+    let answer = forward::forward(state, log, key, outgoing).await;
     let configured = &state.config.models;
     match answer {
         Ok(response) if response.status().is_success() => {
@@ -59,7 +59,7 @@ async fn filter_answer(
             let list = filtered(configured_list(configured), key);
             return Ok(json_response(StatusCode::OK, &list));
         }
-        Err(_) => return Err(RelayError::UpstreamUnreachable),
+        Err(_) => return Err(RelayError::UpstreamUnreachable { retry_after: None }),
     };
     let list = match serde_json::from_slice::<Value>(&bytes) {
         Ok(list @ Value::Object(_)) if list["data"].is_array() => filtered(list, key),
@@ -154,6 +154,7 @@ mod tests {
             allowed_clients: Vec::new(),
             allowed_models: list(allowed),
             denied_models: list(denied),
+            account: None,
         }
     }
 

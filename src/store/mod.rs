@@ -2,6 +2,8 @@
 //! them. Everything the relay and its admin commands store goes through
 //! here, so seeding and serving can never disagree about the schema.
 
+mod accounts;
+pub mod cipher;
 mod conn;
 pub mod records;
 
@@ -12,6 +14,7 @@ use time::OffsetDateTime;
 
 use crate::config::RedisSettings;
 use crate::usage::record::{Period, Subject};
+pub use accounts::{Health, PickArg, PickReply, Seen};
 pub use conn::Conn;
 pub use records::{AccountRecord, AuthScheme, KeyRecord, Service};
 
@@ -75,6 +78,32 @@ impl Names {
         format!("{}{{accounts}}:records", self.prefix)
     }
 
+    /// Counter bumped by every change of an account record, so instances
+    /// know when their cached copy is stale.
+    pub fn accounts_version(&self) -> String {
+        format!("{}{{accounts}}:version", self.prefix)
+    }
+
+    /// Hash: account id → status that holds until an operator acts.
+    pub fn account_status(&self) -> String {
+        format!("{}{{accounts}}:status", self.prefix)
+    }
+
+    /// Sorted set: account id, scored by its last pick (ms, Redis clock).
+    pub fn accounts_last_used(&self) -> String {
+        format!("{}{{accounts}}:last_used", self.prefix)
+    }
+
+    /// String with a TTL: why the account cools down; gone when it is over.
+    pub fn cooldown(&self, account_id: &str) -> String {
+        format!("{}{{accounts}}:cooldown:{account_id}", self.prefix)
+    }
+
+    /// String with a TTL: the account a conversation is pinned to.
+    /// `session` is already a hash (see `scheduler::session`).
+    pub fn sticky(&self, session: &str) -> String {
+        format!("{}{{accounts}}:sticky:{session}", self.prefix)
+    }
     /// The hash tag every limit and counter of one relay key shares, so the
     /// scripts that touch them run on Redis Cluster too.
     pub fn key_tag(&self, id: &str) -> String {
@@ -238,38 +267,6 @@ impl Store {
         records.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(records)
     }
-
-    pub async fn put_account(&self, record: &AccountRecord) -> StoreResult<()> {
-        let _: () = self
-            .conn
-            .clone()
-            .hset(self.names.accounts(), &record.id, encode(record))
-            .await?;
-        Ok(())
-    }
-
-    pub async fn account(&self, id: &str) -> StoreResult<Option<AccountRecord>> {
-        let name = self.names.accounts();
-        let raw: Option<String> = self.conn.clone().hget(&name, id).await?;
-        raw.map(|json| decode(&name, &json)).transpose()
-    }
-
-    pub async fn delete_account(&self, id: &str) -> StoreResult<bool> {
-        let removed: i64 = self.conn.clone().hdel(self.names.accounts(), id).await?;
-        Ok(removed > 0)
-    }
-
-    /// Every account, sorted by id.
-    pub async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>> {
-        let name = self.names.accounts();
-        let all: Vec<(String, String)> = self.conn.clone().hgetall(&name).await?;
-        let mut records = all
-            .iter()
-            .map(|(_, json)| decode(&name, json))
-            .collect::<StoreResult<Vec<AccountRecord>>>()?;
-        records.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(records)
-    }
 }
 
 /// KEYS: by_id, by_hash, activated. ARGV: id, hash, record. A rotated key
@@ -298,7 +295,7 @@ redis.call('HDEL', KEYS[3], old)
 return 1
 ";
 
-fn encode<T: serde::Serialize>(record: &T) -> String {
+pub(crate) fn encode<T: serde::Serialize>(record: &T) -> String {
     // Records are plain data with string keys: serialising cannot fail.
     serde_json::to_string(record).unwrap_or_default()
 }
@@ -312,7 +309,7 @@ fn decode_time(key: &str, secs: &str) -> StoreResult<OffsetDateTime> {
     })
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &str, json: &str) -> StoreResult<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &str, json: &str) -> StoreResult<T> {
     serde_json::from_str(json).map_err(|source| StoreError::Corrupt {
         key: key.to_owned(),
         source,

@@ -1,6 +1,8 @@
 //! The typed records stored in Redis. Fields added later carry serde
 //! defaults so older records keep loading.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -37,6 +39,9 @@ pub struct KeyRecord {
     /// Models the key may use; empty allows every model.
     #[serde(default)]
     pub allowed_models: Vec<String>,
+    /// An account id, `group:NAME`, or none for the shared pool.
+    #[serde(default)]
+    pub account: Option<String>,
     /// Models the key may not use, whatever the allow-list says.
     #[serde(default)]
     pub denied_models: Vec<String>,
@@ -116,33 +121,117 @@ pub enum AuthScheme {
     Bearer,
 }
 
+/// A credential as stored: sealed under the account key, or in plaintext
+/// when that was switched on explicitly (see `store::cipher`).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredCredential {
+    /// Hex of nonce, ciphertext and tag.
+    Aes256Gcm(String),
+    Plaintext(String),
+}
+
+impl std::fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredCredential::Aes256Gcm(_) => f.write_str("Aes256Gcm([sealed])"),
+            StoredCredential::Plaintext(_) => f.write_str("Plaintext([redacted])"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountRecord {
     pub id: String,
     pub name: String,
     #[serde(default)]
     pub kind: AccountKind,
     pub base_url: String,
-    // TODO(#4): encrypt credentials at rest (AES-256-GCM under the account key).
-    pub credential: String,
+    pub credential: StoredCredential,
     #[serde(default)]
     pub auth_scheme: AuthScheme,
     /// Lower is preferred.
     pub priority: u32,
+    /// Off: an operator took the account out of the pool.
     pub schedulable: bool,
+    /// Models the account serves; empty serves every model.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Requested model → the id this upstream expects.
+    #[serde(default)]
+    pub model_map: BTreeMap<String, String>,
+    /// In-flight requests at most; 0 means no limit.
+    #[serde(default)]
+    pub concurrency_limit: u32,
+    /// Accounts in a group serve only keys bound to that group; accounts
+    /// without one form the shared pool.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
-impl std::fmt::Debug for AccountRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccountRecord")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("base_url", &self.base_url)
-            .field("credential", &"[redacted]")
-            .field("auth_scheme", &self.auth_scheme)
-            .field("priority", &self.priority)
-            .field("schedulable", &self.schedulable)
-            .finish()
+/// A state that keeps an account out of the pool until an operator acts
+/// (`accounts enable`). Stored apart from the record, so the relay can set
+/// it without rewriting what an operator wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountStatus {
+    pub state: HealthState,
+    pub upstream_status: u16,
+    /// Why, in the relay's words (a matched marker), never upstream text
+    /// that could echo a credential.
+    pub reason: String,
+    /// Unix seconds.
+    pub since: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// The upstream refused the credential (401).
+    Unauthorized,
+    /// The upstream said the account itself is disabled (a 403 marker).
+    Blocked,
+}
+
+/// A timed exclusion; the Redis key holding it expires with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cooldown {
+    pub reason: CooldownReason,
+    pub upstream_status: Option<u16>,
+    /// Unix seconds.
+    pub since: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CooldownReason {
+    RateLimited,
+    OutOfCredit,
+    Overloaded,
+    ServerError,
+    Unavailable,
+    Timeout,
+    Unreachable,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Unauthorized => "unauthorized",
+            HealthState::Blocked => "blocked",
+        }
+    }
+}
+
+impl CooldownReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CooldownReason::RateLimited => "rate_limited",
+            CooldownReason::OutOfCredit => "out_of_credit",
+            CooldownReason::Overloaded => "overloaded",
+            CooldownReason::ServerError => "server_error",
+            CooldownReason::Unavailable => "unavailable",
+            CooldownReason::Timeout => "timeout",
+            CooldownReason::Unreachable => "unreachable",
+        }
     }
 }

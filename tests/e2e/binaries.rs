@@ -11,12 +11,25 @@ use crate::harness::{K1, body, redis};
 
 const BIN: &str = env!("CARGO_BIN_EXE_claude-relay");
 
-fn relay_command(redis_url: &str, prefix: &str) -> Command {
+/// This test process's account key, the same for each command it runs.
+fn account_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        use secrecy::ExposeSecret;
+        claude_relay::store::cipher::generate_key()
+            .expect("a random account key")
+            .expose_secret()
+            .to_owned()
+    })
+}
+
+pub fn relay_command(redis_url: &str, prefix: &str) -> Command {
     let mut command = Command::new(BIN);
     command
         .env("RELAY_REDIS_URL", redis_url)
         .env("RELAY_REDIS_PREFIX", prefix)
         .env("RELAY_LISTEN", "127.0.0.1:0")
+        .env("RELAY_ACCOUNT_KEY", account_key())
         .env("RUST_LOG", "warn");
     command
 }

@@ -314,7 +314,7 @@ async fn seeding_a_key_again_keeps_its_creation_time_and_repairs_an_unreadable_o
     old.created_at = Some(datetime!(2020-01-01 00:00 UTC));
     env.store.put_key(&old).await.unwrap();
 
-    key.apply(&env.store, None).await.unwrap();
+    key.apply(&env.store, &env.config.secrets).await.unwrap();
 
     let record = env.store.key_by_id("key-1").await.unwrap().unwrap();
     assert_eq!(record.name, "K1 again");
@@ -327,6 +327,6 @@ async fn seeding_a_key_again_keeps_its_creation_time_and_repairs_an_unreadable_o
         .query_async(&mut env.store.conn())
         .await
         .unwrap();
-    key.apply(&env.store, None).await.unwrap();
+    key.apply(&env.store, &env.config.secrets).await.unwrap();
     assert_eq!(env.post_messages("cr_again", body(false)).await.status, 200);
 }

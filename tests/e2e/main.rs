@@ -7,14 +7,21 @@
 
 mod harness;
 
+mod account_health;
+mod accounts_cli;
 mod auth;
 mod bad_input;
-mod binaries;
+pub mod binaries;
 mod clients;
 mod failover;
+mod fault_matrix;
 mod forwarding;
 mod keys;
 mod models;
+mod pick_script;
+mod rate_limits;
+mod selection;
 mod smoke;
+mod sticky;
 mod streaming;
 mod usage;

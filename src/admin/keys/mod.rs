@@ -135,6 +135,7 @@ async fn create(
         allowed_clients: args.allowed_clients,
         allowed_models: args.allowed_models,
         denied_models: args.denied_models,
+        account: None,
     };
     store.put_key(&record).await.context("storing the key")?;
     view::issued("created", &record, &key, args.json, out)

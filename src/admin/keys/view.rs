@@ -208,6 +208,7 @@ mod tests {
             allowed_clients: Vec::new(),
             allowed_models: Vec::new(),
             denied_models: Vec::new(),
+            account: None,
         }
     }
 

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use clap::Parser;
 use claude_relay::admin::seed::SeedFile;
 use claude_relay::cli::{Cli, Command};
-use claude_relay::store::Store;
+use claude_relay::store::cipher::generate_key;
+use claude_relay::store::{Health, Store};
 use claude_relay::usage::record::{Counters, Period, Recorder, Subject};
 use claude_relay::{Application, Config};
 use mock_upstream::{MockConfig, MockUpstream, Profile, RecordedRequest};
@@ -30,10 +31,10 @@ pub struct Builder {
 pub struct TestEnv {
     pub mock: MockUpstream,
     pub recorder: Recorder,
-    /// The relay's configuration, for operator commands against its store.
-    pub config: Config,
-    /// The relay's store, for asserting on what it holds.
+    /// The relay's store, for reading the state it left.
     pub store: Store,
+    /// The configuration the relay runs with (secrets included).
+    pub config: Config,
     relay: SocketAddr,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -167,6 +168,7 @@ impl Builder {
         };
         config.redis.url = redis_url.into();
         config.redis.prefix = prefix;
+        config.secrets.account_key = Some(generate_key().expect("a random account key"));
         for edit in self.edits {
             edit(&mut config);
         }
@@ -179,7 +181,7 @@ impl Builder {
                 (name == "MOCK_URL").then(|| mock_url.clone())
             })
             .expect("the test seed is valid");
-            seed.apply(&store, config.secrets.key_pepper.as_ref())
+            seed.apply(&store, &config.secrets)
                 .await
                 .expect("seeding Redis");
         }
@@ -197,8 +199,8 @@ impl Builder {
         TestEnv {
             mock,
             recorder,
-            config,
             store,
+            config,
             relay,
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -309,6 +311,33 @@ impl TestEnv {
     /// What the mock received with account `name`'s credential (`A`, `B`).
     pub fn seen_by(&self, name: &str) -> Vec<RecordedRequest> {
         self.mock.requests_for(&format!("sk-up-{name}"))
+    }
+
+    /// The health the relay left in Redis for account `name` (`acct-<name>`).
+    pub async fn health(&self, name: &str) -> Health {
+        let id = format!("acct-{}", name.to_lowercase());
+        let mut all = self
+            .store
+            .account_health(&[&id])
+            .await
+            .expect("reading account health");
+        all.pop().expect("one row per account")
+    }
+
+    /// Runs `claude-relay accounts ...` against this relay's store and
+    /// returns what it printed.
+    pub async fn accounts_cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        use clap::Parser;
+        let cli = claude_relay::cli::Cli::try_parse_from(
+            ["claude-relay", "accounts"].iter().chain(args),
+        )?;
+        let claude_relay::cli::Command::Accounts { command } = cli.command else {
+            anyhow::bail!("not an accounts command");
+        };
+        let mut out = Vec::new();
+        claude_relay::admin::accounts::run(command, &self.store, &self.config.secrets, &mut out)
+            .await?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 }
 

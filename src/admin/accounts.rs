@@ -1,0 +1,265 @@
+//! `claude-relay accounts ...`: upstream accounts, written straight to the
+//! store. `list` says for each account whether it takes traffic and, if
+//! not, why and for how long.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use secrecy::SecretString;
+
+use super::health_view::{self, Row};
+use crate::config::Secrets;
+use crate::store::cipher::CredentialCipher;
+use crate::store::records::{AccountKind, StoredCredential};
+use crate::store::{AccountRecord, AuthScheme, Store};
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Add an account. The credential is read from a file or stdin, never
+    /// from the command line, and stored encrypted.
+    Add(Box<AddArgs>),
+    /// Every account: whether it takes traffic, and if not, why.
+    List,
+    /// One account in full (never its credential).
+    Show { id: String },
+    /// Take an account out of the pool.
+    Disable { id: String },
+    /// Put an account back into the pool; also clears a status the relay
+    /// set (unauthorized, blocked) and any cooldown.
+    Enable { id: String },
+    /// Delete an account with its health and last use.
+    Remove { id: String },
+    /// Change an account's priority (lower is tried first).
+    SetPriority { id: String, priority: u32 },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[arg(long)]
+    pub id: String,
+    /// Defaults to the id.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only `console` (an API key at a base URL) for now.
+    #[arg(long, default_value = "console")]
+    pub kind: String,
+    #[arg(long)]
+    pub base_url: String,
+    /// A file holding the credential, or `-` for stdin.
+    #[arg(long, value_name = "PATH")]
+    pub credential_file: PathBuf,
+    /// `x-api-key` or `bearer`.
+    #[arg(long, default_value = "x-api-key")]
+    pub auth_scheme: String,
+    #[arg(long, default_value_t = 50)]
+    pub priority: u32,
+    /// Store it out of the pool; `accounts enable` puts it in.
+    #[arg(long)]
+    pub disabled: bool,
+    /// Models it serves, comma-separated; none means all.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// `REQUESTED=UPSTREAM`: the model id this upstream expects; repeatable.
+    #[arg(long = "map", value_name = "REQUESTED=UPSTREAM")]
+    pub model_map: Vec<String>,
+    /// In-flight requests at most; 0 means no limit.
+    #[arg(long, default_value_t = 0)]
+    pub concurrency_limit: u32,
+    /// Serve only keys bound to this group instead of the shared pool.
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+/// Runs one accounts command; what it says for a person goes to `out`.
+pub async fn run(
+    command: AccountsCommand,
+    store: &Store,
+    secrets: &Secrets,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match command {
+        AccountsCommand::Add(args) => add(*args, store, secrets, out).await,
+        AccountsCommand::List => list(store, out).await,
+        AccountsCommand::Show { id } => show(&id, store, secrets, out).await,
+        AccountsCommand::Disable { id } => {
+            update(store, &id, |record| record.schedulable = false).await?;
+            writeln!(out, "account {id} disabled: it takes no traffic")?;
+            Ok(())
+        }
+        AccountsCommand::Enable { id } => {
+            update(store, &id, |record| record.schedulable = true).await?;
+            store.clear_account_health(&id).await?;
+            writeln!(out, "account {id} enabled: status and cooldown cleared")?;
+            Ok(())
+        }
+        AccountsCommand::Remove { id } => {
+            if !store.delete_account(&id).await? {
+                bail!("no account {id}");
+            }
+            writeln!(out, "account {id} removed")?;
+            Ok(())
+        }
+        AccountsCommand::SetPriority { id, priority } => {
+            update(store, &id, |record| record.priority = priority).await?;
+            writeln!(out, "account {id} now has priority {priority}")?;
+            Ok(())
+        }
+    }
+}
+
+/// The checks shared by `accounts add` and the seed file.
+pub fn check_fields(id: &str, base_url: &str, group: Option<&str>) -> anyhow::Result<()> {
+    if id.trim().is_empty() || id.contains(char::is_whitespace) {
+        bail!("an account id must be non-empty and without spaces");
+    }
+    if crate::upstream::client::join_url(base_url, "/").is_none() {
+        bail!("base_url {base_url:?} is not an http(s) URL");
+    }
+    if group.is_some_and(|group| group.trim().is_empty()) {
+        bail!("group must not be empty; leave it out for the shared pool");
+    }
+    Ok(())
+}
+
+async fn add(
+    args: AddArgs,
+    store: &Store,
+    secrets: &Secrets,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    check_fields(&args.id, &args.base_url, args.group.as_deref())?;
+    if store.account(&args.id).await?.is_some() {
+        bail!(
+            "account {} exists; remove it first, or upsert it with a seed file",
+            args.id
+        );
+    }
+    let cipher = CredentialCipher::from_secrets(secrets)?;
+    let credential = read_credential(&args.credential_file)?;
+    let record = AccountRecord {
+        name: args.name.clone().unwrap_or_else(|| args.id.clone()),
+        kind: parse_kind(&args.kind)?,
+        base_url: args.base_url.clone(),
+        credential: cipher.seal(&args.id, &credential)?,
+        auth_scheme: parse_scheme(&args.auth_scheme)?,
+        priority: args.priority,
+        schedulable: !args.disabled,
+        models: args.models.clone(),
+        model_map: parse_map(&args.model_map)?,
+        concurrency_limit: args.concurrency_limit,
+        group: args.group.clone(),
+        id: args.id.clone(),
+    };
+    store.put_account(&record).await?;
+    writeln!(out, "account {} added", record.id)?;
+    Ok(())
+}
+
+fn read_credential(path: &Path) -> anyhow::Result<SecretString> {
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the credential from stdin")?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the credential from {}", path.display()))?;
+    }
+    let credential = text.trim_end_matches(['\n', '\r']);
+    if credential.trim().is_empty() {
+        bail!("the credential is empty");
+    }
+    Ok(SecretString::from(credential.to_owned()))
+}
+
+fn parse_kind(text: &str) -> anyhow::Result<AccountKind> {
+    match text {
+        "console" => Ok(AccountKind::Console),
+        other => bail!("unknown account kind {other:?}: only `console` exists"),
+    }
+}
+
+fn parse_scheme(text: &str) -> anyhow::Result<AuthScheme> {
+    match text {
+        "x-api-key" => Ok(AuthScheme::XApiKey),
+        "bearer" => Ok(AuthScheme::Bearer),
+        other => bail!("unknown auth scheme {other:?}: use `x-api-key` or `bearer`"),
+    }
+}
+
+fn parse_map(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((from, to)) if !from.trim().is_empty() && !to.trim().is_empty() => {
+                Ok((from.trim().to_owned(), to.trim().to_owned()))
+            }
+            _ => bail!("--map {pair:?}: write REQUESTED=UPSTREAM"),
+        })
+        .collect()
+}
+
+/// Reads, changes and writes one record (the version bump makes every
+/// relay instance see it on its next request).
+async fn update(
+    store: &Store,
+    id: &str,
+    change: impl FnOnce(&mut AccountRecord),
+) -> anyhow::Result<()> {
+    let mut record = store
+        .account(id)
+        .await?
+        .with_context(|| format!("no account {id}"))?;
+    change(&mut record);
+    store.put_account(&record).await?;
+    Ok(())
+}
+
+async fn list(store: &Store, out: &mut dyn Write) -> anyhow::Result<()> {
+    let records = store.list_accounts().await?;
+    let ids: Vec<&str> = records.iter().map(|record| record.id.as_str()).collect();
+    let health = store.account_health(&ids).await?;
+    let now_ms = health_view::now_ms();
+    let rows: Vec<Row> = records
+        .iter()
+        .zip(&health)
+        .map(|(record, health)| Row::new(record, health, now_ms))
+        .collect();
+    health_view::write_table(&rows, out)?;
+    Ok(())
+}
+
+async fn show(
+    id: &str,
+    store: &Store,
+    secrets: &Secrets,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let record = store
+        .account(id)
+        .await?
+        .with_context(|| format!("no account {id}"))?;
+    let health = store.account_health(&[id]).await?;
+    let health = health.into_iter().next().unwrap_or_default();
+    let row = Row::new(&record, &health, health_view::now_ms());
+    let form = match record.credential {
+        StoredCredential::Aes256Gcm(_) => "encrypted (AES-256-GCM)",
+        StoredCredential::Plaintext(_) => "plaintext",
+    };
+    let readable = CredentialCipher::from_secrets(secrets)
+        .map_err(|err| format!("{err:#}"))
+        .and_then(|cipher| {
+            cipher
+                .open(id, &record.credential)
+                .map_err(|err| err.to_string())
+        });
+    let opens = match readable {
+        Ok(_) => format!("{form}, readable with this configuration"),
+        Err(why) => format!("{form}, cannot be read: {why}"),
+    };
+    health_view::write_details(&record, &row, &opens, out)?;
+    Ok(())
+}
