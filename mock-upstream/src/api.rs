@@ -8,6 +8,7 @@ use http::request::Parts;
 use serde::Deserialize;
 
 use crate::answer::{Answer, Chunk};
+use crate::in_flight::CountedBody;
 use crate::anthropic::{self, DEFAULT_MODEL, Usage};
 use crate::journal::RecordedRequest;
 use crate::profile;
@@ -56,6 +57,7 @@ pub(crate) async fn answer(
     let request = RecordedRequest::new(parts, body);
     // Recorded before any delay, so a request the client abandons still shows.
     state.journal.record(request.clone());
+    let counted = state.in_flight.enter();
     let exchange = Exchange {
         body: serde_json::from_slice(&request.body).ok(),
         number: state.next_number(),
@@ -72,7 +74,8 @@ pub(crate) async fn answer(
         Some(answer) => answer.over(normal(state, &exchange)),
         None => normal(state, &exchange),
     };
-    respond::render(answer, &exchange.id("req"), exchange.model()).await
+    let response = respond::render(answer, &exchange.id("req"), exchange.model()).await?;
+    Ok(response.map(|body| CountedBody::wrap(body, counted)))
 }
 
 fn scripted(state: &State, request: &RecordedRequest) -> Option<Answer> {
