@@ -13,8 +13,10 @@ use axum::{Json, Router, middleware};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::auth::cache::KeyCache;
 use crate::config::Config;
 use crate::error::RelayError;
+use crate::limits::Limits;
 use crate::store::Store;
 use crate::upstream::UpstreamClient;
 use crate::usage::pricing::PriceTable;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub upstream: UpstreamClient,
     pub recorder: Recorder,
     pub prices: Arc<PriceTable>,
+    pub keys: Arc<KeyCache>,
+    pub limits: Limits,
 }
 
 pub struct Application {
@@ -52,6 +56,8 @@ impl Application {
         };
         let state = AppState {
             recorder: Recorder::new(store.clone(), config.usage_utc_offset),
+            keys: Arc::new(KeyCache::new(store.clone(), config.limits.key_cache_ttl)),
+            limits: Limits::new(store.clone(), &config.limits, config.usage_utc_offset),
             store,
             upstream: UpstreamClient::new(&config.upstream)?,
             prices: Arc::new(prices),
@@ -124,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", post(relay::messages))
         .route("/v1/messages/count_tokens", post(relay::count_tokens))
         .route("/v1/models", get(relay::models))
+        .route("/relay/key", get(relay::own_key::status))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(not_found)

@@ -38,6 +38,21 @@ pub enum Command {
     },
     /// Usage and cost counters, per day, month and total.
     Usage(UsageArgs),
+    /// Limits of a key as they stand now.
+    #[command(subcommand)]
+    Limits(LimitsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// Current leases, rate window use, budget use and resets of one key.
+    Show {
+        /// The key's id.
+        key_id: String,
+        /// Print JSON (the `GET /relay/key` body plus the leases).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +82,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Serve => serve(config, out).await,
         Command::Seed { file } => seed(&config, &file, out).await,
         Command::Usage(args) => usage(&config, args, out).await,
+        Command::Limits(LimitsCommand::Show { key_id, json }) => {
+            crate::admin::limits::show(&config, &key_id, json, out).await
+        }
     }
 }
 

@@ -32,6 +32,18 @@ pub struct Config {
     pub pricing_file: Option<PathBuf>,
     /// Where usage days start: UTC plus this offset.
     pub usage_utc_offset: UtcOffset,
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// How long a concurrency lease lives unless refreshed; a running
+    /// request refreshes it every third of this.
+    pub lease_ttl: Duration,
+    /// How long a key record is reused in process; zero reads it every time.
+    pub key_cache_ttl: Duration,
+    /// Requests of one key that may wait for a slot in one process at once.
+    pub wait_queue_limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +113,9 @@ pub struct Layer {
     pub usage_utc_offset: Option<String>,
     /// Extra client kinds (name + matchers), added to the built-in ones.
     pub clients: Option<Vec<ClientRule>>,
+    pub lease_ttl_secs: Option<u64>,
+    pub key_cache_ttl_ms: Option<u64>,
+    pub wait_queue_limit: Option<usize>,
 }
 
 impl Layer {
@@ -157,6 +172,9 @@ impl Layer {
         )?;
         set(&mut layer.pricing_file, var, "RELAY_PRICING_FILE")?;
         set(&mut layer.usage_utc_offset, var, "RELAY_USAGE_UTC_OFFSET")?;
+        set(&mut layer.lease_ttl_secs, var, "RELAY_LEASE_TTL_SECS")?;
+        set(&mut layer.key_cache_ttl_ms, var, "RELAY_KEY_CACHE_TTL_MS")?;
+        set(&mut layer.wait_queue_limit, var, "RELAY_WAIT_QUEUE_LIMIT")?;
         if let Some(list) = var("RELAY_FORWARD_HEADERS") {
             layer.forward_headers = Some(split_list(&list));
         }
@@ -193,6 +211,9 @@ impl Layer {
             pricing_file: self.pricing_file.or(below.pricing_file),
             usage_utc_offset: self.usage_utc_offset.or(below.usage_utc_offset),
             clients: self.clients.or(below.clients),
+            lease_ttl_secs: self.lease_ttl_secs.or(below.lease_ttl_secs),
+            key_cache_ttl_ms: self.key_cache_ttl_ms.or(below.key_cache_ttl_ms),
+            wait_queue_limit: self.wait_queue_limit.or(below.wait_queue_limit),
         }
     }
 }
@@ -243,6 +264,9 @@ const KNOWN_VARS: &[&str] = &[
     "RELAY_PLAINTEXT_CREDENTIALS",
     "RELAY_PRICING_FILE",
     "RELAY_USAGE_UTC_OFFSET",
+    "RELAY_LEASE_TTL_SECS",
+    "RELAY_KEY_CACHE_TTL_MS",
+    "RELAY_WAIT_QUEUE_LIMIT",
     "RELAY_CONFIG",
     "RELAY_ACCOUNT_KEY",
     "RELAY_ACCOUNT_KEY_FILE",
@@ -329,6 +353,16 @@ impl Config {
                 .map(|name| name.to_ascii_lowercase())
                 .collect(),
         };
+        if layer.lease_ttl_secs == Some(0) {
+            bail!("lease_ttl_secs must be at least 1");
+        }
+        let limits = LimitSettings {
+            lease_ttl: secs_or(layer.lease_ttl_secs, defaults.limits.lease_ttl),
+            key_cache_ttl: millis_or(layer.key_cache_ttl_ms, defaults.limits.key_cache_ttl),
+            wait_queue_limit: layer
+                .wait_queue_limit
+                .unwrap_or(defaults.limits.wait_queue_limit),
+        };
         let mut secrets = secrets;
         secrets.plaintext_credentials = layer
             .plaintext_credentials
@@ -347,6 +381,7 @@ impl Config {
                 Some(text) => parse_offset(&text)?,
                 None => defaults.usage_utc_offset,
             },
+            limits,
         })
     }
 }
@@ -389,6 +424,11 @@ impl Default for Config {
             secrets: Secrets::default(),
             pricing_file: None,
             usage_utc_offset: UtcOffset::UTC,
+            limits: LimitSettings {
+                lease_ttl: Duration::from_secs(60),
+                key_cache_ttl: Duration::from_secs(2),
+                wait_queue_limit: 100,
+            },
         }
     }
 }

@@ -1,3 +1,4 @@
-//! Operator commands: the CLI subcommands that write straight to the store.
+//! Operator commands: the CLI subcommands that read and write the store.
 
+pub mod limits;
 pub mod seed;

@@ -1,6 +1,7 @@
 //! Relay keys: extraction from the request, hashing, and the per-key
 //! restrictions (clients, models) checked before an account is chosen.
 
+pub mod cache;
 pub mod clients;
 pub mod extract;
 pub mod models;

@@ -12,6 +12,7 @@ use super::meter::{Billing, Meter, UsageSink};
 use super::request::MessageRequest;
 use crate::app::AppState;
 use crate::error::RelayError;
+use crate::limits::{KeyLimits, Lease};
 use crate::observe::RequestLog;
 use crate::scheduler;
 use crate::upstream::{SendError, headers};
@@ -30,12 +31,15 @@ pub struct Outgoing {
     message: Option<MessageRequest>,
     /// Set when a successful answer is billed as a message.
     bill_to: Option<BillTo>,
+    /// The key's concurrency lease, held until the answer is over.
+    lease: Option<Lease>,
 }
 
 /// The key and model a message answer is counted for.
 pub struct BillTo {
     pub key_id: String,
     pub model: String,
+    pub limits: Arc<KeyLimits>,
 }
 
 impl Outgoing {
@@ -56,7 +60,14 @@ impl Outgoing {
             body,
             message,
             bill_to,
+            lease: None,
         }
+    }
+
+    /// Keeps `lease` until the answer is over: the relayed body's end, or
+    /// the end of `forward` when nothing is relayed.
+    pub fn hold(&mut self, lease: Option<Lease>) {
+        self.lease = lease;
     }
 }
 
@@ -90,7 +101,7 @@ enum Failure {
 pub async fn forward(
     state: &AppState,
     log: &Arc<RequestLog>,
-    outgoing: Outgoing,
+    mut outgoing: Outgoing,
 ) -> Result<Response, RelayError> {
     let accounts = scheduler::candidates(&state.store)
         .await
@@ -136,9 +147,16 @@ pub async fn forward(
                         key_id: bill_to.key_id.clone(),
                         account_id: account.id.clone(),
                         requested_model: bill_to.model.clone(),
+                        key_limits: Arc::clone(&bill_to.limits),
                     })
                 });
-            return Ok(relay_response(response, state, log, billing));
+            let meter = Meter::new(
+                UsageTap::for_content_type(content_type(&response)),
+                billing,
+                Arc::clone(log),
+            )
+            .holding(outgoing.lease.take());
+            return Ok(relay_response(response, state, meter));
         }
         let headers = headers::response_headers(response.headers());
         let body = body::buffer(response, settings.idle_timeout, ERROR_BODY_CAP).await;
@@ -151,21 +169,15 @@ pub async fn forward(
     give_up(last)
 }
 
-fn relay_response(
-    upstream: reqwest::Response,
-    state: &AppState,
-    log: &Arc<RequestLog>,
-    billing: Option<Box<dyn UsageSink>>,
-) -> Response {
-    let headers = headers::response_headers(upstream.headers());
-    let content_type = headers
+fn content_type(upstream: &reqwest::Response) -> Option<&str> {
+    upstream
+        .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    let meter = Meter::new(
-        UsageTap::for_content_type(content_type),
-        billing,
-        Arc::clone(log),
-    );
+        .and_then(|value| value.to_str().ok())
+}
+
+fn relay_response(upstream: reqwest::Response, state: &AppState, meter: Meter) -> Response {
+    let headers = headers::response_headers(upstream.headers());
     let mut response = Response::new(axum::body::Body::empty());
     *response.status_mut() = upstream.status();
     *response.body_mut() = body::relay(

@@ -4,6 +4,7 @@
 mod body;
 mod forward;
 mod meter;
+pub mod own_key;
 pub mod request;
 
 use std::sync::Arc;
@@ -83,11 +84,20 @@ async fn relay_body_request(
             model: message.model,
         });
     }
+    let lease = match service {
+        Service::Messages => {
+            let request_id = &log.request_id;
+            state.limits.admit(&key, &message.model, request_id).await?
+        }
+        Service::CountTokens | Service::Models => None,
+    };
     let bill_to = (service == Service::Messages).then(|| BillTo {
         key_id: key.id.clone(),
         model: message.model.clone(),
+        limits: Arc::new(key.limits.clone()),
     });
-    let outgoing = Outgoing::new(&state, &parts, bytes, Some(message), bill_to);
+    let mut outgoing = Outgoing::new(&state, &parts, bytes, Some(message), bill_to);
+    outgoing.hold(lease);
     forward::forward(&state, &log, outgoing).await
 }
 
@@ -96,15 +106,15 @@ async fn admit(
     state: &AppState,
     log: &RequestLog,
     headers: &HeaderMap,
-) -> Result<KeyRecord, RelayError> {
+) -> Result<Arc<KeyRecord>, RelayError> {
     let key = extract_key(headers).map_err(|err| match err {
         KeyError::Missing => RelayError::MissingKey,
         KeyError::Malformed | KeyError::Ambiguous => RelayError::InvalidKey,
     })?;
     let hash = hash_key(key, state.config.secrets.key_pepper.as_ref());
     let record = state
-        .store
-        .key_by_hash(&hash)
+        .keys
+        .by_hash(&hash)
         .await
         .map_err(store_error)?
         .ok_or(RelayError::InvalidKey)?;

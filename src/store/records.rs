@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::KeyLimits;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub id: String,
@@ -17,6 +19,8 @@ pub struct KeyRecord {
     /// Models the key may use; empty allows every model.
     #[serde(default)]
     pub allowed_models: Vec<String>,
+    #[serde(default, skip_serializing_if = "KeyLimits::is_none")]
+    pub limits: KeyLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
