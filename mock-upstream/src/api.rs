@@ -8,8 +8,8 @@ use http::request::Parts;
 use serde::Deserialize;
 
 use crate::answer::{Answer, Chunk};
-use crate::in_flight::CountedBody;
 use crate::anthropic::{self, DEFAULT_MODEL, Usage};
+use crate::in_flight::CountedBody;
 use crate::journal::RecordedRequest;
 use crate::profile;
 use crate::respond::{self, CloseConnection};

@@ -9,7 +9,9 @@ mod harness;
 
 mod auth;
 mod binaries;
+mod budgets;
 mod clients;
+mod concurrency;
 mod failover;
 mod forwarding;
 mod smoke;

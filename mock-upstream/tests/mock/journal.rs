@@ -145,7 +145,10 @@ async fn requests_in_flight_are_counted_until_their_answer_is_out() -> TestResul
 async fn until(done: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "condition never held");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
