@@ -136,9 +136,4 @@ impl Limits {
             Decision::Refused(refusal) => Err(refusal),
         })
     }
-
-    /// Requests of `key_id` waiting for a slot in this process.
-    pub fn waiting(&self, key_id: &str) -> usize {
-        self.waiters.waiting(key_id)
-    }
 }

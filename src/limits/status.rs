@@ -184,12 +184,15 @@ impl KeyStatus {
     pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "key {} ({})", self.id, self.name)?;
         if self.limits.concurrency > 0 {
+            let wait = match self.limits.wait_for_slot_secs {
+                0 => String::new(),
+                secs => format!("; requests wait up to {secs} s for a slot"),
+            };
             writeln!(
                 out,
-                "concurrency     {} of {} in use, waiting up to {} s for a slot",
+                "concurrency     {} of {} in use{wait}",
                 self.leases.len(),
                 self.limits.concurrency,
-                self.limits.wait_for_slot_secs
             )?;
         }
         for (request_id, left) in &self.leases {
