@@ -1,6 +1,7 @@
 //! The end-to-end harness: a Redis container per run, and per test its own
 //! key prefix, mock upstream and relay, all on 127.0.0.1 and port 0.
 
+pub mod cluster;
 pub mod env;
 pub mod fixtures;
 pub mod redis;
