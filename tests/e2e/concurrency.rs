@@ -8,6 +8,7 @@ use claude_relay::limits::lease;
 use claude_relay::usage::record::Subject;
 use futures::StreamExt;
 use mock_upstream::{SseStandard, sse};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::{Answer, Chunk, SONNET, TestEnv, TestResponse, body, snapshot};
@@ -126,10 +127,20 @@ async fn a_request_that_waits_in_vain_is_refused_after_its_wait() {
     let started = Instant::now();
 
     let refused = env.post_messages(KC, body(true)).await;
+    let own = env
+        .send(
+            env.request(Method::GET, "/relay/key")
+                .header("x-api-key", KC),
+        )
+        .await;
 
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(refused.status, 429);
     assert_eq!(refused.json()["error"]["details"]["waited_secs"], 1);
+    assert_eq!(
+        own.json()["limits"]["concurrency"],
+        json!({"limit": 1, "in_use": 1})
+    );
     snapshot::limit_error_body("concurrency_limit_after_wait", &refused);
     assert_eq!(env.mock.journal().len(), 1);
     drop(holding);

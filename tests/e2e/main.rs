@@ -7,10 +7,12 @@
 
 mod harness;
 
+mod admission;
 mod auth;
 mod binaries;
 mod budgets;
 mod clients;
+mod cluster;
 mod concurrency;
 mod failover;
 mod forwarding;
