@@ -91,6 +91,26 @@ pub async fn acquire(
     })
 }
 
+/// Takes a lease on `set` for `member` unless `limit` leases are live, and
+/// holds it: refreshed every third of `ttl`, released when dropped. `None`
+/// when the limit is reached.
+pub async fn take(
+    conn: &Conn,
+    set: &str,
+    member: &str,
+    ttl: Duration,
+    limit: u32,
+) -> StoreResult<Option<Lease>> {
+    let mut lease = Lease::pending(conn.clone(), set.to_owned(), member.to_owned());
+    let acquired = acquire(&mut conn.clone(), set, member, ttl, limit).await?;
+    if !acquired.admitted {
+        lease.disarm();
+        return Ok(None);
+    }
+    lease.keep_alive(ttl);
+    Ok(Some(lease))
+}
+
 pub async fn release(conn: &mut Conn, set: &str, member: &str) -> StoreResult<()> {
     let _: i64 = redis::cmd("ZREM")
         .arg(set)

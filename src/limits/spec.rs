@@ -86,6 +86,18 @@ impl KeyLimits {
         *self == KeyLimits::default()
     }
 
+    /// Whether admission has anything to check for this key; a key that
+    /// has not is admitted without asking Redis.
+    pub fn checks_anything(&self) -> bool {
+        self.concurrency > 0
+            || self.window().is_some()
+            || !self.budgets.is_none()
+            || self
+                .family_budgets
+                .values()
+                .any(|budgets| !budgets.is_none())
+    }
+
     /// The rate window, when it limits anything.
     pub fn window(&self) -> Option<RateWindow> {
         self.rate
@@ -255,6 +267,36 @@ mod tests {
         assert_eq!(Family::of("claude-haiku-4-5"), Some(Family::Haiku));
         assert_eq!(Family::of("claude-sonnetish-1"), None);
         assert_eq!(Family::of("gpt-4"), None);
+    }
+
+    #[test]
+    fn only_limits_that_limit_something_need_an_admission_check() {
+        let window_without_limits = KeyLimits {
+            rate: Some(RateWindow {
+                window_secs: 60,
+                ..RateWindow::default()
+            }),
+            weekly_reset: WeeklyReset {
+                day: ResetDay::Fri,
+                hour: 9,
+            },
+            ..KeyLimits::default()
+        };
+        let family_budget = KeyLimits {
+            family_budgets: [(
+                Family::Opus,
+                Budgets {
+                    weekly_nano_usd: 1,
+                    ..Budgets::default()
+                },
+            )]
+            .into(),
+            ..KeyLimits::default()
+        };
+
+        assert!(!KeyLimits::default().checks_anything());
+        assert!(!window_without_limits.checks_anything());
+        assert!(family_budget.checks_anything());
     }
 
     #[test]

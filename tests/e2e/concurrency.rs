@@ -283,3 +283,44 @@ async fn exists(env: &TestEnv, key: &str) -> bool {
         .expect("asking Redis")
         == 1
 }
+
+/// Leases serve any subject (an account as well as a key): taken up to the
+/// limit, given back when their holder drops them.
+#[tokio::test]
+async fn leases_of_any_subject_are_capped_and_given_back_on_drop() {
+    let env = TestEnv::start().await;
+    let names = env.store.names();
+    let set = names.leases(&names.account_tag("acct-a"));
+    let ttl = Duration::from_secs(60);
+    let conn = env.store.conn();
+
+    let first = lease::take(&conn, &set, "req_1", ttl, 2).await.unwrap();
+    let second = lease::take(&conn, &set, "req_2", ttl, 2).await.unwrap();
+    let third = lease::take(&conn, &set, "req_3", ttl, 2).await.unwrap();
+    let held = lease::live(&mut env.store.conn(), &set).await.unwrap();
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fourth = loop {
+        if let Some(lease) = lease::take(&conn, &set, "req_4", ttl, 2).await.unwrap() {
+            break lease;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped lease never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+
+    assert!(second.is_some());
+    assert!(third.is_none(), "the third is over the limit");
+    assert_eq!(held.len(), 2);
+    let live: Vec<String> = lease::live(&mut env.store.conn(), &set)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(member, _)| member)
+        .collect();
+    assert_eq!(live.len(), 2);
+    assert!(live.contains(&"req_4".to_owned()) && !live.contains(&"req_1".to_owned()));
+    drop((second, fourth));
+}
