@@ -72,26 +72,35 @@ impl Limits {
         if !refusal.is_concurrency() || wait == 0 {
             return Err(RelayError::from_refusal(refusal, None));
         }
-        let Some(ticket) = self.waiters.join(&key.id) else {
-            tracing::info!(key_id = %key.id, "wait queue full; refusing at once");
+        self.wait_then_admit(&ask, wait, refusal).await
+    }
+
+    /// Queues behind the key's other waiters in this process, for `wait`
+    /// seconds at most, until a slot frees up or another limit refuses.
+    async fn wait_then_admit(
+        &self,
+        ask: &Ask<'_>,
+        wait: u32,
+        refusal: Refusal,
+    ) -> Result<Option<Lease>, RelayError> {
+        let key_id = ask.key_id;
+        let Some(ticket) = self.waiters.join(key_id) else {
+            tracing::info!(key_id, "wait queue full; refusing at once");
             return Err(RelayError::from_refusal(refusal, None));
         };
         let started = Instant::now();
-        let waited = tokio::time::timeout(
-            Duration::from_secs(u64::from(wait)),
-            self.wait_for_slot(&ask, &ticket),
-        )
-        .await;
+        let limit = Duration::from_secs(u64::from(wait));
+        let waited = tokio::time::timeout(limit, self.wait_for_slot(ask, &ticket)).await;
         let waited_ms = started.elapsed().as_millis() as u64;
         match waited {
             Ok(Ok(Ok(lease))) => {
-                tracing::info!(key_id = %key.id, waited_ms, "concurrency slot freed after waiting");
+                tracing::info!(key_id, waited_ms, "concurrency slot freed after waiting");
                 Ok(lease)
             }
             Ok(Ok(Err(refusal))) => Err(RelayError::from_refusal(refusal, Some(wait))),
             Ok(Err(err)) => Err(err),
             Err(_) => {
-                tracing::info!(key_id = %key.id, waited_ms, "no concurrency slot freed in time");
+                tracing::info!(key_id, waited_ms, "no concurrency slot freed in time");
                 Err(RelayError::from_refusal(refusal, Some(wait)))
             }
         }
