@@ -32,7 +32,7 @@ pub struct Meter {
     sink: Option<Box<dyn UsageSink>>,
     log: Arc<RequestLog>,
     /// Released when the count ends, which is when the answer ends.
-    lease: Option<Lease>,
+    leases: Vec<Lease>,
 }
 
 impl Meter {
@@ -43,13 +43,14 @@ impl Meter {
             tap: Some(tap),
             sink,
             log,
-            lease: None,
+            leases: Vec::new(),
         }
     }
 
-    /// Holds the request's concurrency lease until the answer ends.
+    /// Holds a concurrency lease of the request (its key's, its
+    /// account's) until the answer ends.
     pub fn holding(mut self, lease: Option<Lease>) -> Meter {
-        self.lease = lease;
+        self.leases.extend(lease);
         self
     }
 
@@ -79,10 +80,10 @@ impl Meter {
         &self.log
     }
 
-    /// Ends the count and releases the lease; later calls do nothing.
+    /// Ends the count and releases the leases; later calls do nothing.
     pub fn finish(&mut self, complete: bool) {
         // Released as this returns, after the usage count is on its way.
-        let _lease = self.lease.take();
+        let _leases = std::mem::take(&mut self.leases);
         let Some(tap) = self.tap.take() else { return };
         let observed = tap.finish(complete);
         self.log
