@@ -13,8 +13,10 @@ use axum::{Json, Router, middleware};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::auth::cache::KeyCache;
 use crate::config::Config;
 use crate::error::RelayError;
+use crate::limits::Limits;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::upstream::UpstreamClient;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub recorder: Recorder,
     pub prices: Arc<PriceTable>,
     pub scheduler: Arc<Scheduler>,
+    pub keys: Arc<KeyCache>,
+    pub limits: Limits,
 }
 
 pub struct Application {
@@ -55,6 +59,8 @@ impl Application {
         let state = AppState {
             recorder: Recorder::new(store.clone(), config.usage_utc_offset),
             scheduler: Arc::new(Scheduler::new(store.clone(), &config)?),
+            keys: Arc::new(KeyCache::new(store.clone(), config.limits.key_cache_ttl)),
+            limits: Limits::new(store.clone(), &config.limits, config.usage_utc_offset),
             store,
             upstream: UpstreamClient::new(&config.upstream)?,
             prices: Arc::new(prices),
@@ -128,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", post(relay::messages))
         .route("/v1/messages/count_tokens", post(relay::count_tokens))
         .route("/v1/models", get(relay::models))
+        .route("/relay/key", get(relay::own_key::status))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(not_found)

@@ -51,6 +51,21 @@ pub enum Command {
     },
     /// Usage and cost counters, per day, month and total.
     Usage(UsageArgs),
+    /// Limits of a key as they stand now.
+    #[command(subcommand)]
+    Limits(LimitsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// Current leases, rate window use, budget use and resets of one key.
+    Show {
+        /// The key's id.
+        key_id: String,
+        /// Print JSON (the `GET /relay/key` body plus the leases).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +99,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Accounts { command } => {
             let store = Store::connect(&config.redis)?;
             accounts::run(command, &store, &config.secrets, out).await
+        }
+        Command::Limits(LimitsCommand::Show { key_id, json }) => {
+            crate::admin::limits::show(&config, &key_id, json, out).await
         }
     }
 }

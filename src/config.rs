@@ -42,6 +42,18 @@ pub struct Config {
     pub usage_utc_offset: UtcOffset,
     pub scheduling: SchedulingSettings,
     pub health: HealthSettings,
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// How long a concurrency lease lives unless refreshed; a running
+    /// request refreshes it every third of this.
+    pub lease_ttl: Duration,
+    /// How long a key record is reused in process; zero reads it every time.
+    pub key_cache_ttl: Duration,
+    /// Requests of one key that may wait for a slot in one process at once.
+    pub wait_queue_limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +191,9 @@ pub struct Layer {
     pub header_limit_kb: Option<usize>,
     pub scheduling: Option<SchedulingLayer>,
     pub health: Option<HealthLayer>,
+    pub lease_ttl_secs: Option<u64>,
+    pub key_cache_ttl_ms: Option<u64>,
+    pub wait_queue_limit: Option<usize>,
 }
 
 impl Layer {
@@ -235,6 +250,9 @@ impl Layer {
         )?;
         set(&mut layer.pricing_file, var, "RELAY_PRICING_FILE")?;
         set(&mut layer.usage_utc_offset, var, "RELAY_USAGE_UTC_OFFSET")?;
+        set(&mut layer.lease_ttl_secs, var, "RELAY_LEASE_TTL_SECS")?;
+        set(&mut layer.key_cache_ttl_ms, var, "RELAY_KEY_CACHE_TTL_MS")?;
+        set(&mut layer.wait_queue_limit, var, "RELAY_WAIT_QUEUE_LIMIT")?;
         if let Some(list) = var("RELAY_FORWARD_HEADERS") {
             layer.forward_headers = Some(split_list(&list));
         }
@@ -283,6 +301,9 @@ impl Layer {
             header_limit_kb: self.header_limit_kb.or(below.header_limit_kb),
             scheduling: over(self.scheduling, below.scheduling, SchedulingLayer::over),
             health: over(self.health, below.health, HealthLayer::over),
+            lease_ttl_secs: self.lease_ttl_secs.or(below.lease_ttl_secs),
+            key_cache_ttl_ms: self.key_cache_ttl_ms.or(below.key_cache_ttl_ms),
+            wait_queue_limit: self.wait_queue_limit.or(below.wait_queue_limit),
         }
     }
 }
@@ -343,6 +364,9 @@ const KNOWN_VARS: &[&str] = &[
     "RELAY_HEADER_LIMIT_KB",
     "RELAY_PRICING_FILE",
     "RELAY_USAGE_UTC_OFFSET",
+    "RELAY_LEASE_TTL_SECS",
+    "RELAY_KEY_CACHE_TTL_MS",
+    "RELAY_WAIT_QUEUE_LIMIT",
     "RELAY_CONFIG",
     "RELAY_ACCOUNT_KEY",
     "RELAY_ACCOUNT_KEY_FILE",
@@ -440,6 +464,16 @@ impl Config {
                 .map(|name| name.to_ascii_lowercase())
                 .collect(),
         };
+        if layer.lease_ttl_secs == Some(0) {
+            bail!("lease_ttl_secs must be at least 1");
+        }
+        let limits = LimitSettings {
+            lease_ttl: secs_or(layer.lease_ttl_secs, defaults.limits.lease_ttl),
+            key_cache_ttl: millis_or(layer.key_cache_ttl_ms, defaults.limits.key_cache_ttl),
+            wait_queue_limit: layer
+                .wait_queue_limit
+                .unwrap_or(defaults.limits.wait_queue_limit),
+        };
         let mut secrets = secrets;
         secrets.plaintext_credentials = layer
             .plaintext_credentials
@@ -466,6 +500,7 @@ impl Config {
             },
             scheduling,
             health,
+            limits,
         })
     }
 }
@@ -512,6 +547,11 @@ impl Default for Config {
             usage_utc_offset: UtcOffset::UTC,
             scheduling: SchedulingSettings::default(),
             health: HealthSettings::default(),
+            limits: LimitSettings {
+                lease_ttl: Duration::from_secs(60),
+                key_cache_ttl: Duration::from_secs(2),
+                wait_queue_limit: 100,
+            },
         }
     }
 }

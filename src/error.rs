@@ -7,6 +7,17 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::limits::admission::{BudgetPeriod, RateKind, Refusal};
+use crate::limits::periods::until;
+use crate::limits::spec::Family;
+use crate::limits::status::timestamp;
+use crate::usage::report::usd;
+
+/// A key at its concurrency limit may retry this soon: any of its requests
+/// in flight may end at any moment.
+const CONCURRENCY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 use crate::store::Service;
 
@@ -42,6 +53,29 @@ pub enum RelayError {
     InvalidBody { reason: String },
     #[error("model {model} not allowed for this key")]
     ModelNotAllowed { model: String },
+    #[error("concurrency limit reached: {in_use} of {limit} requests in flight")]
+    ConcurrencyLimit {
+        limit: u64,
+        in_use: u64,
+        /// Set when the request waited this long for a slot in vain.
+        waited_secs: Option<u32>,
+    },
+    #[error("rate limit reached: {used} of {limit} {kind:?} in the {window_secs} s window")]
+    RateLimit {
+        kind: RateKind,
+        limit: u64,
+        used: u64,
+        window_secs: u64,
+        resets_at: OffsetDateTime,
+    },
+    #[error("{period:?} budget reached: {used_nano_usd} of {limit_nano_usd} n$")]
+    BudgetExceeded {
+        period: BudgetPeriod,
+        family: Option<Family>,
+        limit_nano_usd: u64,
+        used_nano_usd: u64,
+        resets_at: Option<OffsetDateTime>,
+    },
     #[error("no upstream account available")]
     NoUpstream {
         retry_after: Option<Duration>,
@@ -99,6 +133,13 @@ impl RelayError {
             E::ServiceNotPermitted { .. } => permission("service_not_permitted"),
             E::ClientNotAllowed { .. } => permission("client_not_allowed"),
             E::ModelNotAllowed { .. } => permission("model_not_allowed"),
+            E::ConcurrencyLimit { .. } => rate_limited("concurrency_limit"),
+            E::RateLimit { .. } => rate_limited("rate_limit"),
+            E::BudgetExceeded { period, family, .. } => class(
+                StatusCode::PAYMENT_REQUIRED,
+                "billing_error",
+                budget_code(*period, family.is_some()),
+            ),
             E::InvalidJson { .. } => invalid_request(StatusCode::BAD_REQUEST, "invalid_json"),
             E::InvalidBody { .. } => invalid_request(StatusCode::BAD_REQUEST, "invalid_body"),
             E::NoUpstream { .. } => class(
@@ -185,6 +226,22 @@ impl RelayError {
                 "This API key may not use the model {model}. Use a model your relay operator \
                  allowed; GET /v1/models lists them."
             ),
+            E::ConcurrencyLimit {
+                limit, waited_secs, ..
+            } => concurrency_message(*limit, *waited_secs),
+            E::RateLimit {
+                kind,
+                limit,
+                window_secs,
+                ..
+            } => rate_message(*kind, *limit, *window_secs),
+            E::BudgetExceeded {
+                period,
+                family,
+                limit_nano_usd,
+                resets_at,
+                ..
+            } => budget_message(*period, *family, *limit_nano_usd, resets_at.is_some()),
             E::NoUpstream { retry_after, .. } => match retry_after {
                 Some(after) => format!(
                     "No upstream account can serve this request right now. Retry in {} seconds.",
@@ -248,6 +305,46 @@ impl RelayError {
             E::UpstreamTimeout { retry_after } | E::UpstreamUnreachable { retry_after } => {
                 retry_after.map(|after| json!({ "retry_after_secs": retry_secs(after) }))
             }
+            E::ConcurrencyLimit {
+                limit,
+                in_use,
+                waited_secs,
+            } => Some(with_retry(
+                json!({ "limit": limit, "in_use": in_use, "waited_secs": waited_secs }),
+                self.retry_after(),
+            )),
+            E::RateLimit {
+                kind,
+                limit,
+                used,
+                window_secs,
+                resets_at,
+            } => Some(with_retry(
+                json!({
+                    "window_secs": window_secs,
+                    "counter": rate_counter(*kind),
+                    "limit": limit,
+                    "used": used,
+                    "resets_at": timestamp(*resets_at),
+                }),
+                self.retry_after(),
+            )),
+            E::BudgetExceeded {
+                period,
+                family,
+                limit_nano_usd,
+                used_nano_usd,
+                resets_at,
+            } => Some(with_retry(
+                json!({
+                    "budget": period_name(*period),
+                    "family": family.map(Family::as_str),
+                    "limit_nano_usd": limit_nano_usd,
+                    "used_nano_usd": used_nano_usd,
+                    "resets_at": resets_at.map(timestamp),
+                }),
+                self.retry_after(),
+            )),
             E::NoUpstream {
                 retry_after,
                 upstream_status,
@@ -283,11 +380,53 @@ impl RelayError {
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
+        let now = OffsetDateTime::now_utc();
         match self {
             RelayError::NoUpstream { retry_after, .. }
             | RelayError::UpstreamTimeout { retry_after }
             | RelayError::UpstreamUnreachable { retry_after } => *retry_after,
+            RelayError::ConcurrencyLimit { .. } => Some(CONCURRENCY_RETRY_AFTER),
+            RelayError::RateLimit { resets_at, .. } => Some(until(now, *resets_at)),
+            RelayError::BudgetExceeded { resets_at, .. } => resets_at.map(|at| until(now, at)),
             _ => None,
+        }
+    }
+
+    /// The error a refused admission gives the client; `waited_secs` when
+    /// the request waited for a slot first.
+    pub fn from_refusal(refusal: Refusal, waited_secs: Option<u32>) -> RelayError {
+        match refusal {
+            Refusal::Concurrency { limit, in_use } => RelayError::ConcurrencyLimit {
+                limit,
+                in_use,
+                waited_secs,
+            },
+            Refusal::Rate {
+                kind,
+                limit,
+                used,
+                window_secs,
+                resets_at,
+            } => RelayError::RateLimit {
+                kind,
+                limit,
+                used,
+                window_secs,
+                resets_at,
+            },
+            Refusal::Budget {
+                period,
+                family,
+                limit_nano_usd,
+                used_nano_usd,
+                resets_at,
+            } => RelayError::BudgetExceeded {
+                period,
+                family,
+                limit_nano_usd,
+                used_nano_usd,
+                resets_at,
+            },
         }
     }
 
@@ -308,6 +447,97 @@ fn permission(code: &'static str) -> ErrorClass {
 
 fn invalid_request(status: StatusCode, code: &'static str) -> ErrorClass {
     class(status, "invalid_request_error", code)
+}
+
+fn rate_limited(code: &'static str) -> ErrorClass {
+    class(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", code)
+}
+
+fn budget_code(period: BudgetPeriod, per_family: bool) -> &'static str {
+    match (period, per_family) {
+        (BudgetPeriod::Daily, false) => "daily_budget",
+        (BudgetPeriod::Weekly, false) => "weekly_budget",
+        (BudgetPeriod::Total, false) => "total_budget",
+        (BudgetPeriod::Daily, true) => "family_daily_budget",
+        (BudgetPeriod::Weekly, true) => "family_weekly_budget",
+        (BudgetPeriod::Total, true) => "family_total_budget",
+    }
+}
+
+fn period_name(period: BudgetPeriod) -> &'static str {
+    match period {
+        BudgetPeriod::Daily => "daily",
+        BudgetPeriod::Weekly => "weekly",
+        BudgetPeriod::Total => "total",
+    }
+}
+
+/// Messages of the limit errors name the limit and what to do, and leave
+/// times to the details and `retry-after`, so they read the same on every
+/// request.
+fn concurrency_message(limit: u64, waited_secs: Option<u32>) -> String {
+    let requests = if limit == 1 { "request" } else { "requests" };
+    match waited_secs {
+        Some(waited) => format!(
+            "This API key still had {limit} {requests} in progress, the most it may have at \
+             once, after this request waited {waited} s for a slot. Retry shortly."
+        ),
+        None => format!(
+            "This API key already has {limit} {requests} in progress, the most it may have at \
+             once. Retry when one has finished."
+        ),
+    }
+}
+
+fn rate_message(kind: RateKind, limit: u64, window_secs: u64) -> String {
+    let amount = match kind {
+        RateKind::Requests => format!("made {limit} requests"),
+        RateKind::Tokens => format!("used {limit} tokens"),
+        RateKind::Cost => format!("spent ${}", usd(limit)),
+    };
+    format!(
+        "This API key has {amount} in the current {window_secs} s window, the most it may. \
+         Retry after the number of seconds in the retry-after header."
+    )
+}
+
+fn budget_message(
+    period: BudgetPeriod,
+    family: Option<Family>,
+    limit_nano_usd: u64,
+    resets: bool,
+) -> String {
+    let models = family.map_or(String::new(), |f| format!(" for {} models", f.as_str()));
+    let next = if resets {
+        "It resets at the time in error.details.resets_at."
+    } else {
+        "Ask your relay operator to raise it."
+    };
+    format!(
+        "This API key has used its {} budget of ${}{models}. {next}",
+        period_name(period),
+        usd(limit_nano_usd)
+    )
+}
+
+fn rate_counter(kind: RateKind) -> &'static str {
+    match kind {
+        RateKind::Requests => "requests",
+        RateKind::Tokens => "tokens",
+        RateKind::Cost => "cost_nano_usd",
+    }
+}
+
+/// `details` without its null fields, plus `retry_after_secs` when the
+/// answer carries `retry-after`.
+fn with_retry(mut details: Value, retry_after: Option<Duration>) -> Value {
+    if let Value::Object(map) = &mut details {
+        map.retain(|_, value| !value.is_null());
+        if let Some(after) = retry_after {
+            map.insert("retry_after_secs".into(), json!(retry_secs(after)));
+        }
+    }
+    details
 }
 
 /// Whole seconds, rounded up, never zero: a client told to retry after 0 s
@@ -371,7 +601,7 @@ impl IntoResponse for RelayError {
 mod tests {
     use super::*;
 
-    const VARIANTS: usize = 21;
+    const VARIANTS: usize = 24;
 
     /// Position of the variant; a new variant does not compile here until
     /// it is added, and then fails `one_of_each_covers_every_variant` until
@@ -400,6 +630,9 @@ mod tests {
             E::InvalidHeader { .. } => 18,
             E::HeadersTooLarge { .. } => 19,
             E::Internal(_) => 20,
+            E::ConcurrencyLimit { .. } => 21,
+            E::RateLimit { .. } => 22,
+            E::BudgetExceeded { .. } => 23,
         }
     }
 
@@ -446,6 +679,25 @@ mod tests {
                 limit_bytes: 1,
             },
             E::Internal(anyhow::anyhow!("bug")),
+            E::ConcurrencyLimit {
+                limit: 5,
+                in_use: 5,
+                waited_secs: None,
+            },
+            E::RateLimit {
+                kind: RateKind::Requests,
+                limit: 1,
+                used: 1,
+                window_secs: 60,
+                resets_at: OffsetDateTime::UNIX_EPOCH,
+            },
+            E::BudgetExceeded {
+                period: BudgetPeriod::Daily,
+                family: None,
+                limit_nano_usd: 1,
+                used_nano_usd: 1,
+                resets_at: None,
+            },
         ]
     }
 

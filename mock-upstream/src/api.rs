@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::answer::{Answer, Chunk};
 use crate::anthropic::{self, DEFAULT_MODEL, Usage};
+use crate::in_flight::CountedBody;
 use crate::journal::RecordedRequest;
 use crate::profile;
 use crate::respond::{self, CloseConnection};
@@ -56,6 +57,7 @@ pub(crate) async fn answer(
     let request = RecordedRequest::new(parts, body);
     // Recorded before any delay, so a request the client abandons still shows.
     state.journal.record(request.clone());
+    let counted = state.in_flight.enter();
     let exchange = Exchange {
         body: serde_json::from_slice(&request.body).ok(),
         number: state.next_number(),
@@ -72,7 +74,8 @@ pub(crate) async fn answer(
         Some(answer) => answer.over(normal(state, &exchange)),
         None => normal(state, &exchange),
     };
-    respond::render(answer, &exchange.id("req"), exchange.model()).await
+    let response = respond::render(answer, &exchange.id("req"), exchange.model()).await?;
+    Ok(response.map(|body| CountedBody::wrap(body, counted)))
 }
 
 fn scripted(state: &State, request: &RecordedRequest) -> Option<Answer> {

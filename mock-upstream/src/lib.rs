@@ -20,6 +20,7 @@ mod answer;
 pub mod anthropic;
 mod api;
 mod control;
+mod in_flight;
 mod journal;
 mod profile;
 mod respond;

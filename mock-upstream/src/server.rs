@@ -78,6 +78,17 @@ impl MockUpstream {
         requests
     }
 
+    /// API requests being answered right now: from arrival until the last
+    /// bytes of the answer are handed out.
+    pub fn in_flight(&self) -> u64 {
+        self.state.in_flight.now()
+    }
+
+    /// The most API requests ever answered at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.state.in_flight.max()
+    }
+
     pub fn clear_journal(&self) {
         self.state.journal.clear();
     }

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::in_flight::InFlight;
 use crate::journal::Journal;
 use crate::profile::Profile;
 use crate::scenarios::Scenarios;
@@ -12,6 +13,7 @@ pub(crate) struct State {
     profiles: Mutex<HashMap<String, Profile>>,
     pub(crate) scenarios: Scenarios,
     pub(crate) journal: Journal,
+    pub(crate) in_flight: Arc<InFlight>,
     requests_seen: AtomicU64,
 }
 
@@ -21,6 +23,7 @@ impl State {
             profiles: Mutex::new(profiles),
             scenarios: Scenarios::default(),
             journal: Journal::default(),
+            in_flight: Arc::default(),
             requests_seen: AtomicU64::new(0),
         }
     }

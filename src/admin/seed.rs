@@ -13,6 +13,8 @@ use time::OffsetDateTime;
 
 use crate::auth::hash_key;
 use crate::config::Secrets;
+use crate::limits::seed::{SeedBudgets, SeedLimits, SeedRateLimit, Usd};
+use crate::limits::spec::{Family, KeyLimits, WeeklyReset};
 use crate::store::cipher::CredentialCipher;
 use crate::store::records::AccountKind;
 use crate::store::{AccountRecord, AuthScheme, KeyRecord, Service, Store, StoreError};
@@ -78,6 +80,23 @@ pub struct SeedKey {
     pub allowed_clients: Vec<String>,
     #[serde(default)]
     pub allowed_models: Vec<String>,
+    // Limits: 0 or null means none; dollars are JSON numbers.
+    #[serde(default)]
+    pub concurrency_limit: Option<u32>,
+    #[serde(default)]
+    pub wait_for_slot_secs: Option<u32>,
+    #[serde(default)]
+    pub rate_limit: Option<SeedRateLimit>,
+    #[serde(default)]
+    pub daily_budget_usd: Option<Usd>,
+    #[serde(default)]
+    pub weekly_budget_usd: Option<Usd>,
+    #[serde(default)]
+    pub total_budget_usd: Option<Usd>,
+    #[serde(default)]
+    pub weekly_reset: Option<WeeklyReset>,
+    #[serde(default)]
+    pub family_budgets_usd: BTreeMap<Family, SeedBudgets>,
     /// An account id, `group:NAME`, or null for the shared pool.
     #[serde(default)]
     pub account: Option<String>,
@@ -156,6 +175,9 @@ impl SeedFile {
                 _ => bail!("key {}: give exactly one of `key` and `key_sha256`", key.id),
             }
             check_key_terms(key)?;
+            key.limits()
+                .check()
+                .with_context(|| format!("key {}", key.id))?;
         }
         Ok(())
     }
@@ -248,7 +270,22 @@ impl SeedKey {
             allowed_models: self.allowed_models.clone(),
             denied_models: self.denied_models.clone(),
             account: self.account.clone(),
+            limits: self.limits(),
         }
+    }
+
+    fn limits(&self) -> KeyLimits {
+        SeedLimits {
+            concurrency_limit: self.concurrency_limit,
+            wait_for_slot_secs: self.wait_for_slot_secs,
+            rate_limit: self.rate_limit,
+            daily_budget_usd: self.daily_budget_usd,
+            weekly_budget_usd: self.weekly_budget_usd,
+            total_budget_usd: self.total_budget_usd,
+            weekly_reset: self.weekly_reset,
+            family_budgets_usd: &self.family_budgets_usd,
+        }
+        .to_limits()
     }
 }
 
@@ -418,6 +455,55 @@ mod tests {
         ] {
             let text = format!(r#"{{"accounts":[{account}]}}"#);
             assert!(SeedFile::parse(&text, &env).is_err(), "{account}");
+        }
+    }
+
+    #[test]
+    fn key_limits_are_read_in_dollars_and_stored_in_nano_dollars() {
+        let seed = SeedFile::parse(
+            r#"{"keys":[{"id":"k","name":"K","key":"x","concurrency_limit":5,
+                "wait_for_slot_secs":10,"daily_budget_usd":0.01,"weekly_budget_usd":null,
+                "total_budget_usd":0,"rate_limit":{"window_secs":60,"requests":3,"cost_usd":0.5},
+                "weekly_reset":{"day":"fri","hour":9},
+                "family_budgets_usd":{"opus":{"daily":0,"weekly":50},"haiku":{"daily":0}}}]}"#,
+            &env,
+        )
+        .unwrap();
+
+        let limits = seed.keys[0].limits();
+
+        assert_eq!(limits.concurrency, 5);
+        assert_eq!(limits.wait_for_slot_secs, 10);
+        assert_eq!(limits.budgets.daily_nano_usd, 10_000_000);
+        assert_eq!(limits.budgets.weekly_nano_usd, 0);
+        let rate = limits.rate.unwrap();
+        assert_eq!((rate.window_secs, rate.requests), (60, 3));
+        assert_eq!(rate.cost_nano_usd, 500_000_000);
+        assert_eq!(limits.weekly_reset.hour, 9);
+        assert_eq!(
+            limits.family_budgets.len(),
+            1,
+            "a family without budgets is dropped"
+        );
+        assert_eq!(
+            limits.family_budgets[&Family::Opus].weekly_nano_usd,
+            50_000_000_000
+        );
+    }
+
+    #[test]
+    fn impossible_limits_are_errors() {
+        for key in [
+            r#""daily_budget_usd":-1"#,
+            r#""daily_budget_usd":"1""#,
+            r#""weekly_reset":{"day":"monday","hour":0}"#,
+            r#""weekly_reset":{"day":"mon","hour":24}"#,
+            r#""rate_limit":{"window_secs":0,"requests":1}"#,
+            r#""rate_limit":{"window_secs":60,"requests":1,"cost":1}"#,
+            r#""family_budgets_usd":{"gpt":{"daily":1}}"#,
+        ] {
+            let text = format!(r#"{{"keys":[{{"id":"k","name":"K","key":"x",{key}}}]}}"#);
+            assert!(SeedFile::parse(&text, &env).is_err(), "{key}");
         }
     }
 

@@ -56,6 +56,7 @@ mod tests {
             allowed_models: Vec::new(),
             denied_models: Vec::new(),
             account: None,
+            limits: Default::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! per-key restrictions (services, clients, models) checked before an
 //! account is chosen.
 
+pub mod cache;
 pub mod clients;
 pub mod extract;
 pub mod lifetime;

@@ -14,6 +14,7 @@ use super::meter::{Billing, Meter, UsageSink};
 use super::request::{MessageRequest, replace_model};
 use crate::app::AppState;
 use crate::error::{RelayError, retry_secs};
+use crate::limits::{KeyLimits, Lease};
 use crate::observe::RequestLog;
 use crate::scheduler::{Account, Ask, Binding, Effect, Verdict, health, session};
 use crate::store::KeyRecord;
@@ -32,12 +33,15 @@ pub struct Outgoing {
     message: Option<MessageRequest>,
     /// Set when a successful answer is billed as a message.
     bill_to: Option<BillTo>,
+    /// The key's concurrency lease, held until the answer is over.
+    lease: Option<Lease>,
 }
 
 /// The key and model a message answer is counted for.
 pub struct BillTo {
     pub key_id: String,
     pub model: String,
+    pub limits: Arc<KeyLimits>,
 }
 
 impl Outgoing {
@@ -58,7 +62,14 @@ impl Outgoing {
             body,
             message,
             bill_to,
+            lease: None,
         }
+    }
+
+    /// Keeps `lease` until the answer is over: the relayed body's end, or
+    /// the end of `forward` when nothing is relayed.
+    pub fn hold(&mut self, lease: Option<Lease>) {
+        self.lease = lease;
     }
 
     /// Who a successful answer from `account` is billed to, if anyone.
@@ -70,6 +81,7 @@ impl Outgoing {
             key_id: bill_to.key_id.clone(),
             account_id: account.id.clone(),
             requested_model: bill_to.model.clone(),
+            key_limits: Arc::clone(&bill_to.limits),
         }))
     }
 
@@ -132,8 +144,9 @@ pub async fn forward(
     state: &AppState,
     log: &Arc<RequestLog>,
     key: &KeyRecord,
-    outgoing: Outgoing,
+    mut outgoing: Outgoing,
 ) -> Result<Response, RelayError> {
+    let mut lease = outgoing.lease.take();
     let scheduler = &state.scheduler;
     let mut plan = scheduler
         .plan(&outgoing.ask(key))
@@ -151,7 +164,7 @@ pub async fn forward(
             Attempt::Answered(answer) => {
                 scheduler.served(&plan, &account).await;
                 let billing = outgoing.billing(state, &account);
-                return Ok(respond(answer, state, log, billing));
+                return Ok(respond(answer, state, log, billing, lease.take()));
             }
             Attempt::Failed(failure, effect) => {
                 scheduler.apply(&mut plan, &account, &effect).await;
@@ -240,6 +253,7 @@ fn respond(
     state: &AppState,
     log: &Arc<RequestLog>,
     billing: Option<Box<dyn UsageSink>>,
+    lease: Option<Lease>,
 ) -> Response {
     match answer {
         Answer::Streaming(upstream) => {
@@ -249,7 +263,7 @@ fn respond(
                 .and_then(|value| value.to_str().ok());
             let billing = billing.filter(|_| upstream.status().is_success());
             let tap = UsageTap::for_content_type(content_type);
-            let meter = Meter::new(tap, billing, Arc::clone(log));
+            let meter = Meter::new(tap, billing, Arc::clone(log)).holding(lease);
             let mut response = Response::new(Body::empty());
             *response.status_mut() = upstream.status();
             *response.body_mut() = body::relay(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use crate::limits::{KeyLimits, Lease};
 use crate::observe::RequestLog;
 use crate::usage::pricing::PriceTable;
 use crate::usage::record::{Recorder, UsageEvent};
@@ -18,6 +19,7 @@ pub struct Billing {
     pub key_id: String,
     pub account_id: String,
     pub requested_model: String,
+    pub key_limits: Arc<KeyLimits>,
 }
 
 /// Where the final count of an answer goes.
@@ -29,6 +31,8 @@ pub struct Meter {
     tap: Option<UsageTap>,
     sink: Option<Box<dyn UsageSink>>,
     log: Arc<RequestLog>,
+    /// Released when the count ends, which is when the answer ends.
+    leases: Vec<Lease>,
 }
 
 impl Meter {
@@ -39,7 +43,15 @@ impl Meter {
             tap: Some(tap),
             sink,
             log,
+            leases: Vec::new(),
         }
+    }
+
+    /// Holds a concurrency lease of the request (its key's, its
+    /// account's) until the answer ends.
+    pub fn holding(mut self, lease: Option<Lease>) -> Meter {
+        self.leases.extend(lease);
+        self
     }
 
     pub fn is_sse(&self) -> bool {
@@ -68,8 +80,10 @@ impl Meter {
         &self.log
     }
 
-    /// Ends the count; later calls do nothing.
+    /// Ends the count and releases the leases; later calls do nothing.
     pub fn finish(&mut self, complete: bool) {
+        // Released as this returns, after the usage count is on its way.
+        let _leases = std::mem::take(&mut self.leases);
         let Some(tap) = self.tap.take() else { return };
         let observed = tap.finish(complete);
         self.log
@@ -101,6 +115,7 @@ impl UsageSink for Billing {
             key_id,
             account_id,
             requested_model,
+            key_limits,
         } = *self;
         let model = observed.model.unwrap_or(requested_model);
         let cost = match prices.cost(&model, &observed.usage) {
@@ -118,6 +133,7 @@ impl UsageSink for Billing {
             usage: observed.usage,
             cost_nano_usd: cost,
             at: OffsetDateTime::now_utc(),
+            key_limits,
         });
     }
 }

@@ -5,6 +5,7 @@ mod body;
 mod forward;
 mod meter;
 mod models;
+pub mod own_key;
 pub mod request;
 
 use std::sync::Arc;
@@ -53,7 +54,7 @@ pub async fn models(
     request: Request,
 ) -> Result<Response, RelayError> {
     let (parts, _body) = request.into_parts();
-    let key = admit(&state, &log, &parts.headers, Service::Models).await?;
+    let key = admit(&state, &log, &parts.headers, Some(Service::Models)).await?;
     check_header_text(&parts.headers)?;
     record_first_use(&state, &key).await?;
     let outgoing = Outgoing::new(&state, &parts, Bytes::new(), None, None);
@@ -72,7 +73,7 @@ async fn relay_body_request(
         body::drain(body).await;
         return Err(RelayError::BodyTooLarge { limit_bytes: limit });
     }
-    let key = admit(&state, &log, &parts.headers, service).await?;
+    let key = admit(&state, &log, &parts.headers, Some(service)).await?;
     check_header_text(&parts.headers)?;
     check_content_type(&parts.headers)?;
     let bytes = body::read_limited(body, limit).await?;
@@ -84,11 +85,20 @@ async fn relay_body_request(
         });
     }
     record_first_use(&state, &key).await?;
+    let lease = match service {
+        Service::Messages => {
+            let request_id = &log.request_id;
+            state.limits.admit(&key, &message.model, request_id).await?
+        }
+        Service::CountTokens | Service::Models => None,
+    };
     let bill_to = (service == Service::Messages).then(|| BillTo {
         key_id: key.id.clone(),
         model: message.model.clone(),
+        limits: Arc::new(key.limits.clone()),
     });
-    let outgoing = Outgoing::new(&state, &parts, bytes, Some(message), bill_to);
+    let mut outgoing = Outgoing::new(&state, &parts, bytes, Some(message), bill_to);
+    outgoing.hold(lease);
     forward::forward(&state, &log, &key, outgoing).await
 }
 
@@ -124,13 +134,14 @@ pub async fn limit_headers(
     next.run(request).await
 }
 
-/// Key present, key valid, service permitted, client allowed.
+/// Key present, key valid, service permitted (`None`: a route every key
+/// may call, such as its own status), client allowed.
 async fn admit(
     state: &AppState,
     log: &RequestLog,
     headers: &HeaderMap,
-    service: Service,
-) -> Result<KeyRecord, RelayError> {
+    service: Option<Service>,
+) -> Result<Arc<KeyRecord>, RelayError> {
     let key = extract_key(headers).map_err(|err| match err {
         KeyError::Missing => RelayError::MissingKey,
         KeyError::Malformed => RelayError::InvalidKey,
@@ -138,8 +149,8 @@ async fn admit(
     })?;
     let hash = hash_key(key, state.config.secrets.key_pepper.as_ref());
     let record = state
-        .store
-        .key_by_hash(&hash)
+        .keys
+        .by_hash(&hash)
         .await
         .map_err(store_error)?
         .ok_or(RelayError::InvalidKey)?;
@@ -155,7 +166,7 @@ async fn admit(
 }
 
 /// Enabled, not expired, allowed this service.
-fn check_key_terms(record: &KeyRecord, service: Service) -> Result<(), RelayError> {
+fn check_key_terms(record: &KeyRecord, service: Option<Service>) -> Result<(), RelayError> {
     if record.disabled {
         return Err(RelayError::KeyDisabled);
     }
@@ -164,7 +175,9 @@ fn check_key_terms(record: &KeyRecord, service: Service) -> Result<(), RelayErro
             expired_at: rfc3339(end),
         });
     }
-    if !record.services.contains(&service) {
+    if let Some(service) = service
+        && !record.services.contains(&service)
+    {
         return Err(RelayError::ServiceNotPermitted {
             service,
             allowed: record.services.clone(),

@@ -155,6 +155,7 @@ mod tests {
             allowed_models: list(allowed),
             denied_models: list(denied),
             account: None,
+            limits: Default::default(),
         }
     }
 

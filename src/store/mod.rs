@@ -30,6 +30,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the {script} script answered {reply:?}, which this relay does not know")]
+    Script { script: &'static str, reply: String },
 }
 
 /// A handle on the relay's Redis data under one prefix. Cheap to clone.
@@ -136,6 +138,23 @@ impl Names {
         format!("{tag}:usage:seen:{request_id}")
     }
 
+    /// Sorted set of leases of requests in flight: member = request id,
+    /// score = expiry in milliseconds (Redis clock).
+    pub fn leases(&self, tag: &str) -> String {
+        format!("{tag}:leases")
+    }
+
+    /// Hash of requests, tokens and cost in one fixed rate window.
+    pub fn window(&self, tag: &str, secs: u64, start: i64) -> String {
+        format!("{tag}:window:{secs}:{start}")
+    }
+
+    /// Hash of spending in one period (`day:..`, `week:..`, `total`): the
+    /// field `all`, and one field per model family.
+    pub fn spend(&self, tag: &str, period: &str) -> String {
+        format!("{tag}:spend:{period}")
+    }
+
     /// Set of every model that has usage counters.
     pub fn usage_models(&self) -> String {
         format!("{}{{usage}}:models", self.prefix)
@@ -165,6 +184,14 @@ impl Store {
             conn: Conn::lazy(settings)?,
             names: Names::new(&settings.prefix),
         })
+    }
+
+    /// A store on a connection made elsewhere (a Redis Cluster).
+    pub fn from_conn(conn: Conn, prefix: &str) -> Store {
+        Store {
+            conn,
+            names: Names::new(prefix),
+        }
     }
 
     pub fn names(&self) -> &Names {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::limits::KeyLimits;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub id: String,
@@ -39,6 +41,8 @@ pub struct KeyRecord {
     /// Models the key may use; empty allows every model.
     #[serde(default)]
     pub allowed_models: Vec<String>,
+    #[serde(default, skip_serializing_if = "KeyLimits::is_none")]
+    pub limits: KeyLimits,
     /// An account id, `group:NAME`, or none for the shared pool.
     #[serde(default)]
     pub account: Option<String>,
@@ -48,6 +52,29 @@ pub struct KeyRecord {
 }
 
 /// The relay's client-facing services; a key may be limited to some.
+impl KeyRecord {
+    /// A key with this id, name and hash and no restrictions or limits.
+    pub fn new(id: &str, name: &str, key_sha256: String) -> KeyRecord {
+        KeyRecord {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            key_sha256,
+            owner: String::new(),
+            created_at: None,
+            disabled: false,
+            expires_at: None,
+            activation_days: None,
+            activated_at: None,
+            services: Service::all(),
+            allowed_clients: Vec::new(),
+            allowed_models: Vec::new(),
+            limits: KeyLimits::default(),
+            account: None,
+            denied_models: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Service {

@@ -3,15 +3,20 @@
 //! trip, and exactly once per request even when a write is retried.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use time::{Date, OffsetDateTime, UtcOffset};
 use tokio::sync::Notify;
 
+use redis::Script;
+
 use super::Usage;
+use crate::limits::KeyLimits;
+use crate::limits::counters::{Extra, KeyCounters};
+use crate::limits::spec::Family;
 use crate::store::{Store, StoreResult};
 
 /// Counter fields, the same in every counter hash.
@@ -43,6 +48,8 @@ pub struct UsageEvent {
     pub usage: Usage,
     pub cost_nano_usd: u64,
     pub at: OffsetDateTime,
+    /// The key's limits decide which limit counters the answer adds to.
+    pub key_limits: Arc<KeyLimits>,
 }
 
 /// A counter hash, read back.
@@ -128,19 +135,32 @@ pub enum Subject<'a> {
     Model(&'a str),
 }
 
-/// KEYS: seen marker, day, month, total. ARGV: seen ttl, day ttl, month
-/// ttl, then field/increment pairs. Counts nothing if the marker exists.
+/// KEYS: seen marker, day, month, total, then extra hashes. ARGV: seen
+/// ttl, day ttl, month ttl, the number of field/increment pairs and the
+/// pairs, then for each extra hash its ttl (0: none), its number of pairs
+/// and its pairs. Counts nothing if the marker exists.
 const RECORD: &str = r"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-for i = 4, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
-  redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
+local at = 5
+for i = 1, tonumber(ARGV[4]) do
+  for k = 2, 4 do redis.call('HINCRBY', KEYS[k], ARGV[at], ARGV[at + 1]) end
+  at = at + 2
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
+for k = 5, #KEYS do
+  local ttl, pairs = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  at = at + 2
+  for i = 1, pairs do
+    redis.call('HINCRBY', KEYS[k], ARGV[at], ARGV[at + 1])
+    at = at + 2
+  end
+  if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+end
 return 1
 ";
+
+static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD));
 
 /// Counts usage; cheap to clone. Tracks writes still in flight so a
 /// stopping relay can wait for them.
@@ -214,36 +234,71 @@ impl Recorder {
         let _ = tokio::time::timeout(limit, wait).await;
     }
 
-    /// One round trip: a script per counter group (each on its own hash
-    /// tag), pipelined.
+    /// One round trip: a script per counter group, each on its own hash
+    /// tag (so on its own Cluster node), sent together on the multiplexed
+    /// connection. The key's group also feeds its limit counters.
     pub async fn record(&self, event: &UsageEvent) -> StoreResult<()> {
         let names = self.store.names();
-        let periods = self.periods(event.at);
-        let mut pipe = redis::pipe();
-        for subject in [
-            Subject::Key(&event.key_id),
-            Subject::Account(&event.account_id),
-            Subject::Model(&event.model),
-        ] {
-            let tag = names.usage_tag(subject);
-            let eval = pipe.cmd("EVAL").arg(RECORD).arg(4);
-            eval.arg(names.usage_seen(&tag, &event.request_id));
-            for period in &periods {
-                eval.arg(names.usage(&tag, period));
-            }
-            eval.arg(SEEN_TTL.as_secs())
-                .arg(DAY_TTL.as_secs())
-                .arg(MONTH_TTL.as_secs());
-            for (field, value) in event.increments() {
-                eval.arg(field).arg(value);
-            }
-            pipe.ignore();
+        let key_extras = KeyCounters::at(
+            names,
+            &event.key_id,
+            &event.key_limits,
+            event.at,
+            self.offset,
+        )
+        .extras(Family::of(&event.model), &event.usage, event.cost_nano_usd);
+        let groups = [
+            (Subject::Key(&event.key_id), key_extras.as_slice()),
+            (Subject::Account(&event.account_id), &[]),
+            (Subject::Model(&event.model), &[]),
+        ];
+        let scripts = groups
+            .into_iter()
+            .map(|(subject, extras)| self.record_group(subject, extras, event));
+        let models = async {
+            let _: i64 = redis::cmd("SADD")
+                .arg(names.usage_models())
+                .arg(&event.model)
+                .query_async(&mut self.store.conn())
+                .await?;
+            StoreResult::Ok(())
+        };
+        futures::future::try_join(futures::future::try_join_all(scripts), models).await?;
+        Ok(())
+    }
+
+    async fn record_group(
+        &self,
+        subject: Subject<'_>,
+        extras: &[Extra],
+        event: &UsageEvent,
+    ) -> StoreResult<()> {
+        let names = self.store.names();
+        let tag = names.usage_tag(subject);
+        let mut invocation = RECORD_SCRIPT.prepare_invoke();
+        invocation.key(names.usage_seen(&tag, &event.request_id));
+        for period in &self.periods(event.at) {
+            invocation.key(names.usage(&tag, period));
         }
-        pipe.cmd("SADD")
-            .arg(names.usage_models())
-            .arg(&event.model)
-            .ignore();
-        let () = pipe.query_async(&mut self.store.conn()).await?;
+        let increments = event.increments();
+        invocation
+            .arg(SEEN_TTL.as_secs())
+            .arg(DAY_TTL.as_secs())
+            .arg(MONTH_TTL.as_secs())
+            .arg(increments.len());
+        for (field, value) in increments {
+            invocation.arg(field).arg(value);
+        }
+        for extra in extras {
+            invocation
+                .key(&extra.key)
+                .arg(extra.ttl_secs)
+                .arg(extra.fields.len());
+            for (field, value) in &extra.fields {
+                invocation.arg(field).arg(value);
+            }
+        }
+        let _: i64 = invocation.invoke_async(&mut self.store.conn()).await?;
         Ok(())
     }
 

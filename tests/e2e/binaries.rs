@@ -361,3 +361,68 @@ async fn shipped_binary_manages_a_key_and_prints_it_only_when_issued() {
     assert!(!shown_ok);
     assert!(missing.contains("no key with id key-ops"), "{missing}");
 }
+
+#[tokio::test]
+async fn limits_show_prints_a_keys_leases_window_and_budgets() {
+    use claude_relay::usage::record::Subject;
+    use secrecy::ExposeSecret;
+    let env = crate::harness::TestEnv::builder()
+        .key(
+            serde_json::json!({"id": "key-s", "name": "S", "key": "cr_show",
+            "concurrency_limit": 2, "daily_budget_usd": 1, "total_budget_usd": 5,
+            "rate_limit": {"window_secs": 2_592_000, "requests": 10}}),
+        )
+        .config(|config| config.usage_utc_offset = crate::harness::midday_offset())
+        .start()
+        .await;
+    env.post_messages("cr_show", body(false)).await;
+    env.usage_after(Subject::Key("key-s"), 1).await;
+    env.until_no_leases("key-s").await;
+    let redis_url = env.config.redis.url.expose_secret().to_owned();
+    let show = |args: &[&str]| {
+        relay_command(&redis_url, &env.config.redis.prefix)
+            .args(["limits", "show"])
+            .args(args)
+            .env(
+                "RELAY_USAGE_UTC_OFFSET",
+                offset_text(env.config.usage_utc_offset),
+            )
+            .output()
+            .unwrap()
+    };
+
+    let text = show(&["key-s"]);
+    let json = show(&["key-s", "--json"]);
+    let unknown = show(&["key-nope"]);
+
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("key key-s (S)\n"), "{text}");
+    assert!(text.contains("concurrency     0 of 2 in use"), "{text}");
+    assert!(text.contains("  requests      1 of 10\n"), "{text}");
+    assert!(text.contains("daily budget    $"), "{text}");
+    assert!(text.contains("total budget    $"), "{text}");
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["id"], "key-s");
+    assert_eq!(json["leases"], serde_json::json!([]));
+    assert_eq!(json["usage"]["today"]["requests"], 1);
+    assert_eq!(
+        json["limits"]["daily_budget"]["limit_nano_usd"],
+        1_000_000_000u64
+    );
+    assert_eq!(
+        json["limits"]["daily_budget"]["used_nano_usd"],
+        json["usage"]["today"]["cost_nano_usd"]
+    );
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no key with id key-nope"));
+}
+
+fn offset_text(offset: time::UtcOffset) -> String {
+    let (hours, minutes, _) = offset.as_hms();
+    let sign = if offset.is_negative() { '-' } else { '+' };
+    format!(
+        "{sign}{:02}:{:02}",
+        hours.unsigned_abs(),
+        minutes.unsigned_abs()
+    )
+}

@@ -137,7 +137,10 @@ fn large_body(size: usize) -> String {
 /// with a 413 the client actually receives.
 #[tokio::test]
 async fn bodies_up_to_32_mib_pass_and_larger_ones_get_413() {
-    let env = TestEnv::start().await;
+    let env = TestEnv::builder()
+        .k1(json!({"concurrency_limit": 5}))
+        .start()
+        .await;
     const MIB: usize = 1024 * 1024;
 
     for size in [3 * MIB, 20 * MIB] {
@@ -163,6 +166,7 @@ async fn bodies_up_to_32_mib_pass_and_larger_ones_get_413() {
 
     env.mock.clear_journal();
     let counted_before = env.usage_after(Subject::Key("key-1"), 2).await;
+    env.until_no_leases("key-1").await;
     let response = env.post_messages(K1, large_body(33 * MIB)).await;
     assert_eq!(response.status, 413);
     assert_eq!(response.json()["error"]["type"], "request_too_large");
@@ -172,7 +176,10 @@ async fn bodies_up_to_32_mib_pass_and_larger_ones_get_413() {
         env.settled_total(Subject::Key("key-1")).await,
         counted_before
     );
-    // TODO(#6): conc(K1) is unchanged.
+    assert!(
+        env.leases("key-1").await.is_empty(),
+        "conc(K1) is unchanged"
+    );
 }
 
 /// A chunked body without a length is cut off at the limit as well.

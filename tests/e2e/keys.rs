@@ -111,7 +111,12 @@ async fn list_and_show_describe_keys_without_ever_printing_one() {
 
 #[tokio::test]
 async fn disabled_key_is_refused_until_enabled_again() {
-    let env = TestEnv::start().await;
+    // Without the in-process key cache, so each change shows at once; how
+    // long a cached record lives is tested with the limits.
+    let env = TestEnv::builder()
+        .config(|config| config.limits.key_cache_ttl = std::time::Duration::ZERO)
+        .start()
+        .await;
     let key = printed_key(
         &env.keys_cli(&["create", "--name", "K", "--id", "k"])
             .await

@@ -9,10 +9,14 @@ mod harness;
 
 mod account_health;
 mod accounts_cli;
+mod admission;
 mod auth;
 mod bad_input;
 pub mod binaries;
+mod budgets;
 mod clients;
+mod cluster;
+mod concurrency;
 mod failover;
 mod fault_matrix;
 mod forwarding;

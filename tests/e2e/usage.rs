@@ -4,8 +4,9 @@
 use claude_relay::usage::record::Subject;
 use mock_upstream::{SseStandard, Usage, anthropic, sse};
 use reqwest::Method;
+use serde_json::json;
 
-use crate::harness::{Answer, Chunk, K1, SONNET, TestEnv, body};
+use crate::harness::{Answer, Chunk, K1, SONNET, TestEnv, body, midday_offset};
 
 const KEY: Subject<'static> = Subject::Key("key-1");
 
@@ -65,7 +66,10 @@ fn c01_writes(crlf: bool) -> (String, Vec<Chunk>) {
 #[tokio::test]
 async fn split_events_and_characters_pass_intact_and_are_counted_exactly() {
     for crlf in [false, true] {
-        let env = TestEnv::start().await;
+        let env = TestEnv::builder()
+            .k1(json!({"concurrency_limit": 5}))
+            .start()
+            .await;
         let (stream, writes) = c01_writes(crlf);
         env.mock.push_answers("sk-up-A", vec![Answer::sse(writes)]);
 
@@ -82,7 +86,7 @@ async fn split_events_and_characters_pass_intact_and_are_counted_exactly() {
         assert_eq!(counted.cache_creation_input_tokens, 0);
         assert_eq!(counted.cache_read_input_tokens, 0);
         assert_eq!(counted.cost_nano_usd, 12 * 3000 + 42 * 15000);
-        // TODO(#6): conc(K1) is back to 0 after message_stop.
+        env.until_no_leases("key-1").await;
     }
 }
 
@@ -139,9 +143,36 @@ async fn cache_tokens_are_priced_at_their_own_rates() {
         assert_eq!(streamed.cache_creation_input_tokens, cache_creation);
         assert_eq!(streamed.cache_creation_5m_input_tokens, cache_creation);
         assert_eq!(both.cost_nano_usd, 2 * cost, "JSON is priced the same");
-        // TODO(#6): with a $0.01 daily budget, case b leaves K1 over it and
-        // the next request gets 402 billing_error without reaching the mock.
     }
+}
+
+/// Case C03, with K1's $0.01 daily budget: case a and case b are admitted,
+/// case b leaves the key over its budget, and the next request is refused
+/// without reaching the upstream.
+#[tokio::test]
+async fn a_key_over_its_daily_budget_after_case_b_gets_402() {
+    let env = TestEnv::builder()
+        .k1(json!({"daily_budget_usd": 0.01}))
+        .config(|config| config.usage_utc_offset = midday_offset())
+        .start()
+        .await;
+    env.mock.push_answers(
+        "sk-up-A",
+        vec![standard(4, 0, 2455, 23), standard(10, 3000, 0, 5)],
+    );
+
+    let case_a = env.post_messages(K1, body(true)).await;
+    env.usage_after(KEY, 1).await;
+    let case_b = env.post_messages(K1, body(true)).await;
+    let spent = env.usage_after(KEY, 2).await;
+    let next = env.post_messages(K1, body(true)).await;
+
+    assert_eq!((case_a.status, case_b.status), (200, 200));
+    assert_eq!(spent.cost_nano_usd, 1_093_500 + 11_355_000);
+    assert_eq!(next.status, 402);
+    assert_eq!(next.json()["error"]["type"], "billing_error");
+    assert_eq!(next.error_code(), "daily_budget");
+    assert_eq!(env.seen_by("A").len(), 2, "the mock receives nothing more");
 }
 
 fn cut_stream_events() -> String {
@@ -167,7 +198,10 @@ fn cut_stream_events() -> String {
 /// client is told the answer is incomplete.
 #[tokio::test]
 async fn stream_cut_before_message_delta_counts_what_was_seen_and_says_so() {
-    let env = TestEnv::start().await;
+    let env = TestEnv::builder()
+        .k1(json!({"concurrency_limit": 5}))
+        .start()
+        .await;
     let events = cut_stream_events();
     let chunks = vec![Chunk::text(&events)];
     env.mock.push_answers(
@@ -179,6 +213,7 @@ async fn stream_cut_before_message_delta_counts_what_was_seen_and_says_so() {
 
     assert_eq!(response.status, 200);
     let text = response.text();
+    env.until_no_leases("key-1").await;
     assert!(
         text.starts_with(&events),
         "the forwarded events come first, byte for byte"
@@ -206,7 +241,6 @@ async fn stream_cut_before_message_delta_counts_what_was_seen_and_says_so() {
     // One cut is transient: the account keeps serving.
     assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
     assert_eq!(env.seen_by("A").len(), 2);
-    // TODO(#6): conc(K1) is 0.
 }
 
 /// Case C04 b: the client leaves mid-stream; the relay stops the upstream
@@ -214,7 +248,10 @@ async fn stream_cut_before_message_delta_counts_what_was_seen_and_says_so() {
 #[tokio::test]
 async fn client_leaving_mid_stream_is_counted_once_with_what_was_seen() {
     use futures::StreamExt;
-    let env = TestEnv::start().await;
+    let env = TestEnv::builder()
+        .k1(json!({"concurrency_limit": 5}))
+        .start()
+        .await;
     let deltas: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
     env.mock.push_answers(
         "sk-up-A",
@@ -252,7 +289,7 @@ async fn client_leaving_mid_stream_is_counted_once_with_what_was_seen() {
         counted.cost_nano_usd,
         10 * 3000 + 200 * 3750 + 5000 * 300 + 15000
     );
-    // TODO(#6): conc(K1) is 0.
+    env.until_no_leases("key-1").await;
 }
 
 #[tokio::test]

@@ -112,3 +112,43 @@ async fn journal_takes_a_64_mib_body_whole() -> TestResult {
     assert_eq!(recorded[0].body, large.as_bytes());
     Ok(())
 }
+
+/// A request counts as in flight from its arrival until its answer's last
+/// bytes are out: a client that has read a whole answer never sees it
+/// still counted.
+#[tokio::test]
+async fn requests_in_flight_are_counted_until_their_answer_is_out() -> TestResult {
+    let env = spawn().await?;
+    env.mock
+        .push_answers("sk-up-A", vec![Answer::default().hang()]);
+    let hanging = {
+        let request = env.post("/v1/messages", "sk-up-A").json(&body(false));
+        tokio::spawn(request.send())
+    };
+    until(|| env.mock.in_flight() == 1).await;
+
+    let streamed = env.messages("sk-up-A", true).await?.bytes().await?;
+    let after_stream = env.mock.in_flight();
+    let whole = env.messages("sk-up-A", false).await?.bytes().await?;
+    let after_json = env.mock.in_flight();
+    hanging.abort();
+    until(|| env.mock.in_flight() == 0).await;
+
+    assert!(!streamed.is_empty() && !whole.is_empty());
+    assert_eq!(after_stream, 1, "only the hanging request");
+    assert_eq!(after_json, 1, "only the hanging request");
+    assert_eq!(env.mock.max_in_flight(), 2);
+    Ok(())
+}
+
+/// Polls `done` until it holds, failing after ten seconds.
+async fn until(done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -136,6 +136,7 @@ async fn create(
         allowed_models: args.allowed_models,
         denied_models: args.denied_models,
         account: None,
+        limits: Default::default(),
     };
     store.put_key(&record).await.context("storing the key")?;
     view::issued("created", &record, &key, args.json, out)

@@ -38,6 +38,8 @@ pub struct TestEnv {
     relay: SocketAddr,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// More relays on the same Redis prefix: other instances.
+    others: Vec<(SocketAddr, tokio::sync::oneshot::Sender<()>)>,
 }
 
 /// An answer read whole.
@@ -128,6 +130,14 @@ impl Builder {
         self
     }
 
+    /// Adds these fields (limits, typically) to key K1.
+    pub fn k1(mut self, fields: Value) -> Builder {
+        if let (Some(Value::Object(k1)), Value::Object(fields)) = (self.keys.first_mut(), fields) {
+            k1.extend(fields);
+        }
+        self
+    }
+
     pub fn key(mut self, key: Value) -> Builder {
         self.keys.push(key);
         self
@@ -186,15 +196,7 @@ impl Builder {
                 .expect("seeding Redis");
         }
 
-        let app = Application::build(config.clone())
-            .await
-            .expect("building the relay");
-        let relay = app.local_addr().expect("relay address");
-        let recorder = app.recorder();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
+        let (relay, recorder, stop) = start_relay(&config).await;
 
         TestEnv {
             mock,
@@ -207,8 +209,22 @@ impl Builder {
                 .build()
                 .expect("test HTTP client"),
             stop: Some(stop),
+            others: Vec::new(),
         }
     }
+}
+
+async fn start_relay(config: &Config) -> (SocketAddr, Recorder, tokio::sync::oneshot::Sender<()>) {
+    let app = Application::build(config.clone())
+        .await
+        .expect("building the relay");
+    let relay = app.local_addr().expect("relay address");
+    let recorder = app.recorder();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    (relay, recorder, stop)
 }
 
 impl TestEnv {
@@ -228,6 +244,63 @@ impl TestEnv {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.relay, path)
+    }
+
+    /// Starts another relay instance on the same Redis prefix; instance 0
+    /// is the first one.
+    pub async fn add_instance(&mut self) {
+        let (relay, _, stop) = start_relay(&self.config).await;
+        self.others.push((relay, stop));
+    }
+
+    /// How many relay instances run.
+    pub fn instances(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// A Messages request to instance `index` (modulo the instances).
+    pub fn messages_on(
+        &self,
+        index: usize,
+        key: &str,
+        body: impl Into<String>,
+    ) -> reqwest::RequestBuilder {
+        let addr = match index % self.instances() {
+            0 => self.relay,
+            other => self.others[other - 1].0,
+        };
+        self.http
+            .post(format!("http://{addr}/v1/messages"))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .header("x-api-key", key)
+            .body(body.into())
+    }
+
+    /// The live concurrency leases of a key.
+    pub async fn leases(&self, key_id: &str) -> Vec<(String, std::time::Duration)> {
+        let names = self.store.names();
+        let set = names.leases(&names.key_tag(key_id));
+        claude_relay::limits::lease::live(&mut self.store.conn(), &set)
+            .await
+            .expect("reading leases")
+    }
+
+    /// Waits until a key holds no lease (releases run after the answer,
+    /// off the client's path); fails after ten seconds.
+    pub async fn until_no_leases(&self, key_id: &str) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let leases = self.leases(key_id).await;
+            if leases.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "leases still held: {leases:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// A request to the relay with no headers set.
@@ -344,6 +417,9 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        for (_, stop) in self.others.drain(..) {
             let _ = stop.send(());
         }
     }

@@ -1,6 +1,7 @@
 //! The end-to-end harness: a Redis container per run, and per test its own
 //! key prefix, mock upstream and relay, all on 127.0.0.1 and port 0.
 
+pub mod cluster;
 pub mod env;
 pub mod fixtures;
 pub mod raw;
@@ -39,4 +40,13 @@ pub fn init_test_log() {
                 .try_init();
         }
     });
+}
+
+/// A usage offset under which it is about noon now, so that no test meets
+/// the end of a usage day (or of a week starting at midnight) while it runs.
+pub fn midday_offset() -> time::UtcOffset {
+    let hour = i8::try_from(time::OffsetDateTime::now_utc().hour()).unwrap_or(0);
+    let shift = (12 - hour).rem_euclid(24);
+    let shift = if shift > 12 { shift - 24 } else { shift };
+    time::UtcOffset::from_hms(shift, 0, 0).expect("an offset within a day")
 }

@@ -101,7 +101,7 @@ fn explain(image: &str, err: &testcontainers::TestcontainersError) -> String {
 }
 
 /// Removes test containers whose test process no longer runs.
-fn remove_orphans() {
+pub fn remove_orphans() {
     let Ok(output) = std::process::Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label={LABEL}")])
         .args([
