@@ -38,6 +38,8 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     pub keys: Arc<KeyCache>,
     pub limits: Limits,
+    /// `None` only when another metrics recorder was installed first.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 pub struct Application {
@@ -65,6 +67,7 @@ impl Application {
             upstream: UpstreamClient::new(&config.upstream)?,
             prices: Arc::new(prices),
             config: Arc::clone(&config),
+            metrics: crate::telemetry::install(),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -137,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/relay/key", get(relay::own_key::status))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -152,6 +156,20 @@ async fn ready(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(err) => relay::store_error(err).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            crate::telemetry::render(handle),
+        )
+            .into_response(),
+        None => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
 

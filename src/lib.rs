@@ -12,6 +12,7 @@ pub mod observe;
 pub mod relay;
 pub mod scheduler;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;
 pub mod usage;
 

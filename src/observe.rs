@@ -30,7 +30,7 @@ struct Fields {
     status: Option<u16>,
     upstream_status: Option<u16>,
     attempts: u32,
-    first_byte_ms: Option<u128>,
+    first_byte: Option<std::time::Duration>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     error: Option<(String, bool)>,
@@ -39,6 +39,7 @@ struct Fields {
 
 impl RequestLog {
     pub fn new(method: String, path: String) -> RequestLog {
+        crate::telemetry::request_started();
         RequestLog {
             request_id: new_request_id(),
             method,
@@ -63,6 +64,7 @@ impl RequestLog {
     /// One attempt against an account was made and answered `status`
     /// (`None`: no answer).
     pub fn attempt(&self, account_id: &str, status: Option<u16>) {
+        crate::telemetry::attempt(account_id, status);
         self.with(|fields| {
             fields.account_id = Some(account_id.to_owned());
             fields.upstream_status = status;
@@ -78,14 +80,15 @@ impl RequestLog {
     }
 
     pub fn stream_failed(&self, reason: &str) {
+        crate::telemetry::stream_cut();
         self.with(|fields| fields.stream_error = Some(reason.to_owned()));
     }
 
     fn finish_head(&self, status: u16, error: Option<&ErrorReport>) {
-        let elapsed = self.started.elapsed().as_millis();
+        let elapsed = self.started.elapsed();
         self.with(|fields| {
             fields.status = Some(status);
-            fields.first_byte_ms = Some(elapsed);
+            fields.first_byte = Some(elapsed);
             fields.error =
                 error.map(|report| (report.cause.clone(), report.class.status.is_server_error()));
         });
@@ -98,7 +101,9 @@ impl Drop for RequestLog {
             .fields
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        let total_ms = self.started.elapsed().as_millis();
+        let total = self.started.elapsed();
+        let total_ms = total.as_millis();
+        crate::telemetry::request_finished(&self.path, fields.status, fields.first_byte, total);
         macro_rules! line {
             ($level:ident, $($extra:tt)*) => {
                 tracing::$level!(
@@ -111,7 +116,7 @@ impl Drop for RequestLog {
                     status = fields.status,
                     upstream_status = fields.upstream_status,
                     attempts = fields.attempts,
-                    first_byte_ms = fields.first_byte_ms.map(|ms| ms as u64),
+                    first_byte_ms = fields.first_byte.map(|at| at.as_millis() as u64),
                     latency_ms = total_ms as u64,
                     input_tokens = fields.input_tokens,
                     output_tokens = fields.output_tokens,

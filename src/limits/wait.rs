@@ -56,6 +56,7 @@ impl Waiters {
             return None;
         }
         queue.waiting.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::waiting_for_slot(1.0);
         Some(Ticket {
             waiters: Arc::clone(self),
             key_id: key_id.to_owned(),
@@ -99,6 +100,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        crate::telemetry::waiting_for_slot(-1.0);
         let mut queues = self.waiters.lock();
         if self.queue.waiting.fetch_sub(1, Ordering::Relaxed) == 1 {
             queues.remove(&self.key_id);

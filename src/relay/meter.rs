@@ -125,6 +125,7 @@ impl UsageSink for Billing {
                 0
             }
         };
+        crate::telemetry::counted(&observed.usage, cost);
         recorder.spawn(UsageEvent {
             request_id: request_id.to_owned(),
             key_id,

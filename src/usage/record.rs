@@ -206,6 +206,7 @@ impl Recorder {
                 Err(err) => err,
             };
             let Some(delay) = delays.next() else {
+                crate::telemetry::usage_write_failed(false);
                 tracing::error!(
                     request_id = %event.request_id, key_id = %event.key_id,
                     account_id = %event.account_id, model = %event.model,
@@ -215,6 +216,7 @@ impl Recorder {
                 );
                 return;
             };
+            crate::telemetry::usage_write_failed(true);
             tracing::warn!(request_id = %event.request_id, error = %err, "counting usage failed; retrying");
             tokio::time::sleep(Duration::from_millis(*delay)).await;
         }

@@ -112,3 +112,40 @@ async fn unreadable_key_record_gets_500_internal_error_without_the_cause() {
     assert!(!response.text().contains("not json"));
     assert!(env.mock.journal().is_empty());
 }
+
+/// The metrics are process-wide (every relay of the test binary shares
+/// them), so this checks names, labels and that a request moved them.
+#[tokio::test]
+async fn metrics_count_requests_attempts_and_tokens_without_key_labels() {
+    let env = TestEnv::start().await;
+    env.post_messages(K1, body(true)).await;
+    env.usage_after(claude_relay::usage::record::Subject::Key("key-1"), 1)
+        .await;
+
+    let scrape = env
+        .send(env.request(reqwest::Method::GET, "/metrics"))
+        .await;
+
+    assert_eq!(scrape.status, 200);
+    assert!(
+        scrape
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = scrape.text();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .to_owned()
+    };
+    let value = |prefix: &str| -> f64 { line(prefix).rsplit(' ').next().unwrap().parse().unwrap() };
+    assert!(value("relay_requests_total{route=\"messages\",status=\"200\"}") >= 1.0);
+    assert!(value("relay_upstream_attempts_total{account=\"acct-a\",status=\"200\"}") >= 1.0);
+    assert!(value("relay_tokens_total{kind=\"output\"}") >= 1.0);
+    assert!(value("relay_cost_nano_usd_total") > 0.0);
+    assert!(text.contains("relay_request_duration_seconds_bucket{route=\"messages\""));
+    assert!(text.contains("relay_first_byte_seconds_bucket{route=\"messages\""));
+    assert!(!text.contains(&K1[3..]), "no key in the metrics");
+}
