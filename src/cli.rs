@@ -98,7 +98,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Usage(args) => usage(&config, args, out).await,
         Command::Accounts { command } => {
             let store = Store::connect(&config.redis)?;
-            accounts::run(command, &store, &config.secrets, out).await
+            accounts::run(command, &store, &config, out).await
         }
         Command::Limits(LimitsCommand::Show { key_id, json }) => {
             crate::admin::limits::show(&config, &key_id, json, out).await

@@ -242,10 +242,12 @@ impl RelayError {
                 resets_at,
                 ..
             } => budget_message(*period, *family, *limit_nano_usd, resets_at.is_some()),
-            E::NoUpstream { retry_after, .. } => match retry_after {
-                Some(after) => format!(
-                    "No upstream account can serve this request right now. Retry in {} seconds.",
-                    retry_secs(*after)
+            E::NoUpstream { retry_after, .. } => match retry_after.map(retry_secs) {
+                Some(1) => "No upstream account can serve this request right now. Retry in \
+                     1 second."
+                    .into(),
+                Some(secs) => format!(
+                    "No upstream account can serve this request right now. Retry in {secs} seconds."
                 ),
                 None => "No upstream account can serve this request right now. Retry later, \
                      or ask your relay operator to check the accounts."

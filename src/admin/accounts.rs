@@ -10,8 +10,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use secrecy::SecretString;
 
-use super::health_view::{self, Row};
-use crate::config::Secrets;
+use super::health_view::{self, Row, Today};
+use crate::config::{Config, Secrets};
+use crate::limits::seed::Usd;
 use crate::store::cipher::CredentialCipher;
 use crate::store::records::{AccountKind, StoredCredential};
 use crate::store::{AccountRecord, AuthScheme, Store};
@@ -65,9 +66,13 @@ pub struct AddArgs {
     /// `REQUESTED=UPSTREAM`: the model id this upstream expects; repeatable.
     #[arg(long = "map", value_name = "REQUESTED=UPSTREAM")]
     pub model_map: Vec<String>,
-    /// In-flight requests at most; 0 means no limit.
+    /// In-flight Messages requests at most; 0 means no limit.
     #[arg(long, default_value_t = 0)]
     pub concurrency_limit: u32,
+    /// Dollars the account may cost per usage day (e.g. `25` or `0.5`);
+    /// once reached it takes no traffic until the day ends.
+    #[arg(long, value_name = "USD")]
+    pub daily_quota_usd: Option<Usd>,
     /// Serve only keys bound to this group instead of the shared pool.
     #[arg(long)]
     pub group: Option<String>,
@@ -77,13 +82,15 @@ pub struct AddArgs {
 pub async fn run(
     command: AccountsCommand,
     store: &Store,
-    secrets: &Secrets,
+    config: &Config,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let secrets = &config.secrets;
+    let today = Today::now(config.usage_utc_offset);
     match command {
         AccountsCommand::Add(args) => add(*args, store, secrets, out).await,
-        AccountsCommand::List => list(store, out).await,
-        AccountsCommand::Show { id } => show(&id, store, secrets, out).await,
+        AccountsCommand::List => list(store, &today, out).await,
+        AccountsCommand::Show { id } => show(&id, store, secrets, &today, out).await,
         AccountsCommand::Disable { id } => {
             update(store, &id, |record| record.schedulable = false).await?;
             writeln!(out, "account {id} disabled: it takes no traffic")?;
@@ -150,6 +157,7 @@ async fn add(
         models: args.models.clone(),
         model_map: parse_map(&args.model_map)?,
         concurrency_limit: args.concurrency_limit,
+        daily_quota_nano_usd: args.daily_quota_usd.unwrap_or_default().0,
         group: args.group.clone(),
         id: args.id.clone(),
     };
@@ -218,15 +226,14 @@ async fn update(
     Ok(())
 }
 
-async fn list(store: &Store, out: &mut dyn Write) -> anyhow::Result<()> {
+async fn list(store: &Store, today: &Today, out: &mut dyn Write) -> anyhow::Result<()> {
     let records = store.list_accounts().await?;
     let ids: Vec<&str> = records.iter().map(|record| record.id.as_str()).collect();
-    let health = store.account_health(&ids).await?;
-    let now_ms = health_view::now_ms();
+    let health = store.account_health(&ids, today.date()).await?;
     let rows: Vec<Row> = records
         .iter()
         .zip(&health)
-        .map(|(record, health)| Row::new(record, health, now_ms))
+        .map(|(record, health)| Row::new(record, health, today))
         .collect();
     health_view::write_table(&rows, out)?;
     Ok(())
@@ -236,15 +243,16 @@ async fn show(
     id: &str,
     store: &Store,
     secrets: &Secrets,
+    today: &Today,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let record = store
         .account(id)
         .await?
         .with_context(|| format!("no account {id}"))?;
-    let health = store.account_health(&[id]).await?;
+    let health = store.account_health(&[id], today.date()).await?;
     let health = health.into_iter().next().unwrap_or_default();
-    let row = Row::new(&record, &health, health_view::now_ms());
+    let row = Row::new(&record, &health, today);
     let form = match record.credential {
         StoredCredential::Aes256Gcm(_) => "encrypted (AES-256-GCM)",
         StoredCredential::Plaintext(_) => "plaintext",
@@ -260,6 +268,6 @@ async fn show(
         Ok(_) => format!("{form}, readable with this configuration"),
         Err(why) => format!("{form}, cannot be read: {why}"),
     };
-    health_view::write_details(&record, &row, &opens, out)?;
+    health_view::write_details(&record, &health, &row, &opens, out)?;
     Ok(())
 }

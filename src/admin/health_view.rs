@@ -4,8 +4,42 @@
 use std::io::Write;
 use std::time::Duration;
 
+use time::{Date, OffsetDateTime, UtcOffset};
+
+use crate::limits::periods;
+use crate::limits::status::timestamp;
 use crate::store::records::{AccountKind, AccountStatus, Cooldown, CooldownReason};
 use crate::store::{AccountRecord, AuthScheme, Health};
+use crate::usage::report::usd;
+
+/// The moment a view is taken, and the usage day it falls in.
+#[derive(Debug, Clone, Copy)]
+pub struct Today {
+    pub now: OffsetDateTime,
+    pub offset: UtcOffset,
+}
+
+impl Today {
+    pub fn now(offset: UtcOffset) -> Today {
+        Today {
+            now: OffsetDateTime::now_utc(),
+            offset,
+        }
+    }
+
+    pub fn date(&self) -> Date {
+        self.now.to_offset(self.offset).date()
+    }
+
+    /// When daily quotas start over.
+    pub fn ends(&self) -> OffsetDateTime {
+        periods::day_end(self.now, self.offset)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    }
+}
 
 /// One account's line of `accounts list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +48,8 @@ pub struct Row {
     pub name: String,
     pub priority: u32,
     pub group: String,
-    /// `ready`, `disabled`, a held status or a cooldown reason.
+    /// `ready`, `disabled`, a held status, a cooldown reason or
+    /// `over_quota`.
     pub state: String,
     pub cooldown: Option<Duration>,
     pub last_used: Option<Duration>,
@@ -22,7 +57,7 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(record: &AccountRecord, health: &Health, now_ms: u64) -> Row {
+    pub fn new(record: &AccountRecord, health: &Health, today: &Today) -> Row {
         let mut states = Vec::new();
         let mut reasons = Vec::new();
         if !record.schedulable {
@@ -44,6 +79,11 @@ impl Row {
                 human(*left)
             ));
         }
+        if over_quota(record, health) {
+            states.push("over_quota".to_owned());
+            reasons.push(quota_spent(record, health, today));
+        }
+        let now_ms = today.now_ms();
         Row {
             id: record.id.clone(),
             name: record.name.clone(),
@@ -77,6 +117,22 @@ fn held(id: &str, status: &AccountStatus) -> String {
     )
 }
 
+fn over_quota(record: &AccountRecord, health: &Health) -> bool {
+    let quota = record.daily_quota_nano_usd;
+    quota > 0 && health.spent_nano_usd >= quota
+}
+
+fn quota_spent(record: &AccountRecord, health: &Health, today: &Today) -> String {
+    let ends = today.ends();
+    format!(
+        "spent ${} today, its daily quota is ${}; back by itself at {} (in {})",
+        usd(health.spent_nano_usd),
+        usd(record.daily_quota_nano_usd),
+        timestamp(ends),
+        human(periods::until(today.now, ends))
+    )
+}
+
 fn cooling(cooldown: &Cooldown) -> String {
     let status = cooldown
         .upstream_status
@@ -102,11 +158,6 @@ pub fn human(duration: Duration) -> String {
         (0, m, s) => format!("{m}m{s:02}s"),
         (h, m, _) => format!("{h}h{m:02}m"),
     }
-}
-
-pub fn now_ms() -> u64 {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    u64::try_from(now).unwrap_or(0)
 }
 
 const HEADER: [&str; 8] = [
@@ -170,6 +221,7 @@ fn write_line(
 
 pub fn write_details(
     record: &AccountRecord,
+    health: &Health,
     row: &Row,
     credential: &str,
     out: &mut dyn Write,
@@ -188,7 +240,11 @@ pub fn write_details(
         .collect();
     let limit = match record.concurrency_limit {
         0 => "none".to_owned(),
-        n => n.to_string(),
+        n => format!("{n} ({} in flight)", health.in_flight),
+    };
+    let quota = match record.daily_quota_nano_usd {
+        0 => "none".to_owned(),
+        n => format!("${} (spent ${} today)", usd(n), usd(health.spent_nano_usd)),
     };
     let fields = [
         ("id", record.id.clone()),
@@ -221,6 +277,7 @@ pub fn write_details(
             },
         ),
         ("concurrency_limit", limit),
+        ("daily_quota", quota),
         ("state", row.state.clone()),
         (
             "cooldown",
@@ -242,6 +299,57 @@ pub fn write_details(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::records::StoredCredential;
+    use time::macros::{datetime, offset};
+
+    fn record(quota: u64) -> AccountRecord {
+        AccountRecord {
+            id: "acct-a".into(),
+            name: "A".into(),
+            kind: AccountKind::Console,
+            base_url: "http://127.0.0.1:9".into(),
+            credential: StoredCredential::Plaintext(String::new()),
+            auth_scheme: AuthScheme::XApiKey,
+            priority: 1,
+            schedulable: true,
+            models: Vec::new(),
+            model_map: Default::default(),
+            concurrency_limit: 0,
+            daily_quota_nano_usd: quota,
+            group: None,
+        }
+    }
+
+    fn spent(nano: u64) -> Health {
+        Health {
+            spent_nano_usd: nano,
+            ..Health::default()
+        }
+    }
+
+    #[test]
+    fn an_account_that_spent_its_quota_says_so_and_when_it_is_back() {
+        let today = Today {
+            now: datetime!(2026-12-04 17:30 UTC),
+            offset: offset!(+8),
+        };
+
+        let over = Row::new(&record(1_000_000), &spent(1_093_500), &today);
+        let under = Row::new(&record(1_000_000), &spent(999_999), &today);
+        let unlimited = Row::new(&record(0), &spent(1_093_500), &today);
+
+        assert_eq!(over.state, "over_quota");
+        assert_eq!(
+            over.why,
+            "spent $0.0010935 today, its daily quota is $0.001; \
+             back by itself at 2026-12-05T16:00:00Z (in 22h30m)"
+        );
+        assert_eq!(
+            (under.state.as_str(), under.why.as_str()),
+            ("ready", "takes traffic")
+        );
+        assert_eq!(unlimited.state, "ready");
+    }
 
     #[test]
     fn durations_read_like_a_clock() {

@@ -50,11 +50,14 @@ pub struct SeedAccount {
     /// Requested model → the id this upstream expects.
     #[serde(default)]
     pub model_map: BTreeMap<String, String>,
-    /// 0 or null: no limit.
+    /// In-flight Messages requests at most; 0 or null: no limit.
     #[serde(default)]
     pub concurrency_limit: Option<u32>,
     #[serde(default)]
     pub group: Option<String>,
+    /// Dollars per usage day at most; 0 or null: no quota.
+    #[serde(default)]
+    pub daily_quota_usd: Option<Usd>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,6 +246,7 @@ impl SeedAccount {
             models: self.models.clone(),
             model_map: self.model_map.clone(),
             concurrency_limit: self.concurrency_limit.unwrap_or(0),
+            daily_quota_nano_usd: self.daily_quota_usd.unwrap_or_default().0,
             group: self.group.clone(),
         })
     }
@@ -432,13 +436,15 @@ mod tests {
             r#"{"accounts":[{"id":"acct-a","name":"A","kind":"console","base_url":"${MOCK_URL}",
                  "credential":"sk-up-A","auth_scheme":"bearer","priority":1,"schedulable":false,
                  "models":["claude-sonnet-4-5"],"model_map":{"claude-sonnet-4-5":"up-sonnet"},
-                 "concurrency_limit":0,"group":"team"}],
+                 "concurrency_limit":2,"group":"team","daily_quota_usd":0.001}],
                 "keys":[{"id":"k","name":"K","key":"x","account":"group:team"}]}"#,
             &env,
         )
         .unwrap();
 
         let account = &seed.accounts[0];
+        assert_eq!(account.concurrency_limit, Some(2));
+        assert_eq!(account.daily_quota_usd, Some(Usd(1_000_000)));
         assert_eq!(account.auth_scheme, AuthScheme::Bearer);
         assert_eq!(account.group.as_deref(), Some("team"));
         assert_eq!(account.model_map["claude-sonnet-4-5"], "up-sonnet");
@@ -447,11 +453,13 @@ mod tests {
     }
 
     #[test]
-    fn blank_groups_and_bad_urls_are_refused() {
+    fn blank_groups_bad_urls_and_impossible_quotas_are_refused() {
         for account in [
             r#"{"id":"a","name":"A","base_url":"${MOCK_URL}","credential":"c","group":" "}"#,
             r#"{"id":"a","name":"A","base_url":"ftp://x","credential":"c"}"#,
             r#"{"id":"a b","name":"A","base_url":"${MOCK_URL}","credential":"c"}"#,
+            r#"{"id":"a","name":"A","base_url":"${MOCK_URL}","credential":"c","daily_quota_usd":-1}"#,
+            r#"{"id":"a","name":"A","base_url":"${MOCK_URL}","credential":"c","daily_quota_usd":"1"}"#,
         ] {
             let text = format!(r#"{{"accounts":[{account}]}}"#);
             assert!(SeedFile::parse(&text, &env).is_err(), "{account}");

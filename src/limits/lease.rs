@@ -170,6 +170,19 @@ struct Held {
     on_release: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.held {
+            Some(held) => f
+                .debug_struct("Lease")
+                .field("set", &held.set)
+                .field("member", &held.member)
+                .finish_non_exhaustive(),
+            None => f.write_str("Lease(disarmed)"),
+        }
+    }
+}
+
 impl Lease {
     /// A guard taken before the script that may add the lease runs: if the
     /// caller is cancelled while the script is in flight, the release goes

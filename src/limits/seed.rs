@@ -21,6 +21,17 @@ impl<'de> Deserialize<'de> for Usd {
     }
 }
 
+/// Dollars as an operator types them on the command line (`0.5`, `12`).
+impl std::str::FromStr for Usd {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Usd> {
+        let amount: serde_json::Number = serde_json::from_str(text.trim())
+            .map_err(|_| anyhow::anyhow!("{text:?} is not an amount of dollars such as 0.5"))?;
+        usd_to_nano(&amount).map(Usd)
+    }
+}
+
 /// `{"window_secs": 60, "requests": 0, "tokens": 0, "cost_usd": 0}`.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +102,21 @@ impl SeedLimits<'_> {
             },
             weekly_reset: self.weekly_reset.unwrap_or_default(),
             family_budgets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_typed_on_the_command_line_are_read_exactly() {
+        assert_eq!("0.001".parse::<Usd>().unwrap(), Usd(1_000_000));
+        assert_eq!(" 12 ".parse::<Usd>().unwrap(), Usd(12_000_000_000));
+        assert_eq!("0.0010935".parse::<Usd>().unwrap(), Usd(1_093_500));
+        for bad in ["-1", "abc", "1$", "0.0000000001", ""] {
+            assert!(bad.parse::<Usd>().is_err(), "{bad}");
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::error::{RelayError, retry_secs};
 use crate::limits::{KeyLimits, Lease};
 use crate::observe::RequestLog;
-use crate::scheduler::{Account, Ask, Binding, Effect, Verdict, health, session};
+use crate::scheduler::{Account, Ask, Binding, Effect, Slot, Verdict, health, session};
 use crate::store::KeyRecord;
 use crate::upstream::{SendError, headers};
 use crate::usage::tap::UsageTap;
@@ -85,7 +85,9 @@ impl Outgoing {
         }))
     }
 
-    fn ask<'a>(&'a self, key: &'a KeyRecord) -> Ask<'a> {
+    /// What selection needs; `request_id` becomes the account lease of a
+    /// Messages request (the one kind held to account limits).
+    fn ask<'a>(&'a self, key: &'a KeyRecord, request_id: &'a str) -> Ask<'a> {
         let model = self.message.as_ref().map(|message| message.model.as_str());
         let sticky = self.message.as_ref().and_then(|message| {
             let identity =
@@ -96,6 +98,7 @@ impl Outgoing {
             binding: Binding::of(key.account.as_deref()),
             model,
             sticky,
+            lease: self.bill_to.as_ref().map(|_| request_id),
         }
     }
 
@@ -146,27 +149,34 @@ pub async fn forward(
     key: &KeyRecord,
     mut outgoing: Outgoing,
 ) -> Result<Response, RelayError> {
-    let mut lease = outgoing.lease.take();
+    let key_lease = outgoing.lease.take();
     let scheduler = &state.scheduler;
-    let mut plan = scheduler
-        .plan(&outgoing.ask(key))
-        .await
-        .map_err(super::store_error)?;
-    let tries: Vec<Arc<Account>> = plan
-        .accounts()
-        .iter()
-        .take(state.config.upstream.max_attempts)
-        .cloned()
-        .collect();
+    let ask = outgoing.ask(key, &log.request_id);
+    let member = ask.lease;
+    let mut plan = scheduler.plan(&ask).await.map_err(super::store_error)?;
+    let candidates: Vec<Arc<Account>> = plan.accounts().to_vec();
+    let mut attempts = 0;
     let mut last = None;
-    for account in tries {
+    for account in candidates {
+        if attempts == state.config.upstream.max_attempts {
+            break;
+        }
+        // An account filled by other requests since the pick is skipped,
+        // and the skip costs no attempt.
+        let Slot::Free(account_lease) = scheduler.slot(&mut plan, &account, member).await else {
+            continue;
+        };
+        attempts += 1;
         match attempt(state, log, &outgoing, &account).await {
             Attempt::Answered(answer) => {
                 scheduler.served(&plan, &account).await;
                 let billing = outgoing.billing(state, &account);
-                return Ok(respond(answer, state, log, billing, lease.take()));
+                let leases = key_lease.into_iter().chain(account_lease);
+                return Ok(respond(answer, state, log, billing, leases));
             }
             Attempt::Failed(failure, effect) => {
+                // The failed account's slot is free for others at once.
+                drop(account_lease);
                 scheduler.apply(&mut plan, &account, &effect).await;
                 last = Some(failure);
             }
@@ -253,7 +263,7 @@ fn respond(
     state: &AppState,
     log: &Arc<RequestLog>,
     billing: Option<Box<dyn UsageSink>>,
-    lease: Option<Lease>,
+    leases: impl IntoIterator<Item = Lease>,
 ) -> Response {
     match answer {
         Answer::Streaming(upstream) => {
@@ -263,7 +273,7 @@ fn respond(
                 .and_then(|value| value.to_str().ok());
             let billing = billing.filter(|_| upstream.status().is_success());
             let tap = UsageTap::for_content_type(content_type);
-            let meter = Meter::new(tap, billing, Arc::clone(log)).holding(lease);
+            let meter = Meter::new(tap, billing, Arc::clone(log)).holding(leases);
             let mut response = Response::new(Body::empty());
             *response.status_mut() = upstream.status();
             *response.body_mut() = body::relay(

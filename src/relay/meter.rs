@@ -47,10 +47,10 @@ impl Meter {
         }
     }
 
-    /// Holds a concurrency lease of the request (its key's, its
+    /// Holds the concurrency leases of the request (its key's, its
     /// account's) until the answer ends.
-    pub fn holding(mut self, lease: Option<Lease>) -> Meter {
-        self.leases.extend(lease);
+    pub fn holding(mut self, leases: impl IntoIterator<Item = Lease>) -> Meter {
+        self.leases.extend(leases);
         self
     }
 

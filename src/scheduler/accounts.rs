@@ -23,6 +23,7 @@ pub struct Account {
     pub models: Vec<String>,
     pub model_map: BTreeMap<String, String>,
     pub concurrency_limit: u32,
+    pub daily_quota_nano_usd: u64,
     pub group: Option<String>,
 }
 
@@ -40,6 +41,7 @@ impl Account {
             models: record.models,
             model_map: record.model_map,
             concurrency_limit: record.concurrency_limit,
+            daily_quota_nano_usd: record.daily_quota_nano_usd,
             group: record.group,
         }
     }
@@ -165,6 +167,7 @@ mod tests {
             models: Vec::new(),
             model_map: BTreeMap::new(),
             concurrency_limit: 0,
+            daily_quota_nano_usd: 0,
             group: group.map(str::to_owned),
         }
     }

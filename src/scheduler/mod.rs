@@ -4,8 +4,8 @@
 //! Account records are cached in process; the pick script checks the
 //! cache's version in the same round trip that picks, so an operator's
 //! change is seen by the next request. Health (cooldowns, held statuses),
-//! last use and sticky sessions live only in Redis, shared by every
-//! instance.
+//! last use, sticky sessions, account leases and spending today live only
+//! in Redis, shared by every instance.
 
 pub mod accounts;
 pub mod health;
@@ -16,12 +16,16 @@ pub mod session;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use time::{OffsetDateTime, UtcOffset};
+
 use crate::config::{Config, HealthSettings, SchedulingSettings};
+use crate::limits::{Lease, lease, periods};
 use crate::store::cipher::{CipherError, CredentialCipher};
 use crate::store::records::{AccountStatus, Cooldown};
-use crate::store::{AccountRecord, PickArg, PickReply, Store, StoreResult};
+use crate::store::{AccountRecord, PickArg, PickReply, PickRequest, Store, StoreResult};
 pub use accounts::{Account, Binding};
 pub use health::{Effect, Verdict};
+use plan::Clock;
 pub use plan::{Plan, Wait};
 
 /// What selection needs to know about a request.
@@ -32,6 +36,19 @@ pub struct Ask<'a> {
     pub model: Option<&'a str>,
     /// The conversation's sticky mapping name (see `session::sticky_name`).
     pub sticky: Option<String>,
+    /// The request id, for requests that hold a lease on their account
+    /// (Messages); `None` for those that are not held to account limits.
+    pub lease: Option<&'a str>,
+}
+
+/// Whether an account can take the request now.
+#[derive(Debug)]
+pub enum Slot {
+    /// It can; the lease, when it has a concurrency limit, must live as
+    /// long as the answer.
+    Free(Option<Lease>),
+    /// Its concurrency limit is reached.
+    Full,
 }
 
 pub struct Scheduler {
@@ -39,6 +56,9 @@ pub struct Scheduler {
     cipher: CredentialCipher,
     scheduling: SchedulingSettings,
     health: HealthSettings,
+    lease_ttl: Duration,
+    /// Where usage days start, and so daily quotas.
+    offset: UtcOffset,
     cache: RwLock<Arc<Snapshot>>,
 }
 
@@ -66,6 +86,8 @@ impl Scheduler {
             cipher,
             scheduling: config.scheduling.clone(),
             health: config.health.clone(),
+            lease_ttl: config.limits.lease_ttl,
+            offset: config.usage_utc_offset,
             cache: RwLock::new(Arc::new(Snapshot::default())),
         })
     }
@@ -101,34 +123,117 @@ impl Scheduler {
             ask.model,
             self.scheduling.spill_to_pool,
         );
-        // TODO(#6): accounts with a concurrency limit take a lease in this
-        // same script and are skipped while they are full.
         let args: Vec<PickArg<'_>> = eligible
             .iter()
             .map(|(account, tier)| PickArg {
                 id: &account.id,
                 tier: *tier,
                 priority: account.priority,
+                concurrency_limit: account.concurrency_limit,
+                daily_quota_nano_usd: account.daily_quota_nano_usd,
             })
             .collect();
-        let sticky = ask
-            .sticky
-            .as_deref()
-            .map(|name| (name, self.scheduling.sticky_ttl));
-        match self.store.pick(version, &args, sticky).await? {
-            PickReply::Stale => Ok(None),
+        let now = OffsetDateTime::now_utc();
+        let request = PickRequest {
+            candidates: &args,
+            sticky: ask
+                .sticky
+                .as_deref()
+                .map(|name| (name, self.scheduling.sticky_ttl)),
+            lease: ask.lease.map(|member| (member, self.lease_ttl)),
+            day: now.to_offset(self.offset).date(),
+        };
+        // Armed before the script runs: a cancelled request releases
+        // whatever lease the script may have taken.
+        let guards = self.pending_leases(&args, ask.lease);
+        let (chosen, found, seen) = match self.store.pick(version, &request).await? {
+            PickReply::Stale => {
+                guards.into_iter().for_each(|(_, guard)| guard.disarm());
+                return Ok(None);
+            }
             PickReply::Picked {
                 chosen,
-                sticky: found,
+                sticky,
                 seen,
-            } => Ok(Some(Plan::new(
-                &eligible,
-                &seen,
-                found.as_deref(),
-                chosen,
-                ask.sticky.clone(),
-            ))),
+            } => (chosen, sticky, seen),
+        };
+        let lease = self.keep_chosen(guards, chosen.as_deref());
+        let clock = Clock {
+            taken: Instant::now(),
+            quota_resets: periods::until(now, periods::day_end(now, self.offset)),
+        };
+        let plan = Plan::new(
+            &eligible,
+            &seen,
+            found.as_deref(),
+            chosen,
+            ask.sticky.clone(),
+            clock,
+        );
+        Ok(Some(plan.with_lease(lease)))
+    }
+
+    /// A release guard for each candidate the pick may lease.
+    fn pending_leases<'a>(
+        &self,
+        args: &[PickArg<'a>],
+        member: Option<&str>,
+    ) -> Vec<(&'a str, Lease)> {
+        let Some(member) = member else {
+            return Vec::new();
+        };
+        let names = self.store.names();
+        args.iter()
+            .filter(|arg| arg.concurrency_limit > 0)
+            .map(|arg| {
+                let set = names.account_leases(arg.id);
+                let guard = Lease::pending(self.store.conn(), set, member.to_owned());
+                (arg.id, guard)
+            })
+            .collect()
+    }
+
+    /// Keeps the lease of the chosen account alive; the other candidates
+    /// got none.
+    fn keep_chosen(&self, guards: Vec<(&str, Lease)>, chosen: Option<&str>) -> Option<Lease> {
+        let mut kept = None;
+        for (id, mut guard) in guards {
+            if Some(id) == chosen {
+                guard.keep_alive(self.lease_ttl);
+                kept = Some(guard);
+            } else {
+                guard.disarm();
+            }
         }
+        kept
+    }
+
+    /// Whether `account` can take the request now. The plan's first
+    /// account holds the lease the pick took; a later one (a failover)
+    /// takes its own here, since another request may have filled it since
+    /// the pick.
+    pub async fn slot(&self, plan: &mut Plan, account: &Account, member: Option<&str>) -> Slot {
+        if let Some(lease) = plan.take_lease(&account.id) {
+            return Slot::Free(Some(lease));
+        }
+        let Some(member) = member.filter(|_| account.concurrency_limit > 0) else {
+            return Slot::Free(None);
+        };
+        let set = self.store.names().account_leases(&account.id);
+        let limit = account.concurrency_limit;
+        match lease::take(&self.store.conn(), &set, member, self.lease_ttl, limit).await {
+            Ok(Some(lease)) => return Slot::Free(Some(lease)),
+            Ok(None) => {
+                tracing::debug!(account_id = %account.id, "account at its concurrency limit; skipped");
+            }
+            // Fail closed: an account whose leases cannot be counted is
+            // not risked past its limit.
+            Err(error) => {
+                tracing::warn!(account_id = %account.id, %error, "account lease not taken; skipped");
+            }
+        }
+        plan.note(&account.id, Wait::Busy);
+        Slot::Full
     }
 
     fn cached(&self) -> Arc<Snapshot> {

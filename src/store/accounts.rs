@@ -1,4 +1,5 @@
-//! Accounts in Redis: records, health, last use and sticky sessions.
+//! Accounts in Redis: records, health, last use, sticky sessions and the
+//! copy of each account's spending today that daily quotas are read from.
 //!
 //! Every key here carries the `{accounts}` hash tag, so each script below
 //! touches one slot and runs unchanged on Redis Cluster. Records change
@@ -6,54 +7,14 @@
 //! instances cache the records and learn from the pick script, in the same
 //! round trip, when their copy is out of date.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use time::Date;
 
 use super::records::{AccountStatus, Cooldown};
 use super::{AccountRecord, Store, StoreResult, decode, encode};
-
-/// One account as the pick script sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PickArg<'a> {
-    pub id: &'a str,
-    /// 0 for the key's own accounts, 1 for the shared pool it spills into.
-    pub tier: u8,
-    pub priority: u32,
-}
-
-/// What the pick script saw of one candidate, before its own writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seen {
-    /// Time left in a cooldown; `None` when there is none.
-    pub cooldown: Option<Duration>,
-    /// Held out until an operator acts (unauthorized, blocked).
-    pub held: bool,
-    /// Milliseconds since the epoch, Redis's clock; `None` if never used.
-    pub last_used_ms: Option<u64>,
-}
-
-impl Seen {
-    pub fn usable(&self) -> bool {
-        self.cooldown.is_none() && !self.held
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PickReply {
-    /// The records changed since the caller's copy was loaded.
-    Stale,
-    Picked {
-        /// The account the request goes to first; its last use and the
-        /// sticky mapping are written already.
-        chosen: Option<String>,
-        /// The sticky mapping as found, before the script's write.
-        sticky: Option<String>,
-        /// One entry per candidate, in the order given.
-        seen: Vec<Seen>,
-    },
-}
+use crate::usage::record::Period;
 
 /// An account's health as an operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -61,7 +22,19 @@ pub struct Health {
     pub status: Option<AccountStatus>,
     pub cooldown: Option<(Cooldown, Duration)>,
     pub last_used_ms: Option<u64>,
+    /// Requests holding a lease on the account now.
+    pub in_flight: u64,
+    /// Cost in the usage day asked about, as daily quotas see it.
+    pub spent_nano_usd: u64,
 }
+
+/// How long the copy of a day's spending is kept: past the day in any
+/// usage offset, which is all a quota reads.
+const SPEND_TTL: Duration = Duration::from_secs(3 * 86_400);
+
+/// How long a request id is remembered, so a retried write does not add
+/// its cost twice.
+const SPEND_SEEN_TTL: Duration = Duration::from_secs(86_400);
 
 impl Store {
     /// Inserts or replaces the account with this id.
@@ -90,6 +63,7 @@ impl Store {
             .key(self.names.account_status())
             .key(self.names.accounts_last_used())
             .key(self.names.cooldown(id))
+            .key(self.names.account_leases(id))
             .arg(id)
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -115,38 +89,6 @@ impl Store {
             .key(self.names.accounts_version())
             .invoke_async(&mut self.conn.clone())
             .await?)
-    }
-
-    /// The hot path's one round trip for the account: checks the caller's
-    /// records are current, reads every candidate's health and last use and
-    /// the sticky mapping, picks the first account and records the pick.
-    /// `version` `*` skips the check.
-    pub async fn pick(
-        &self,
-        version: &str,
-        candidates: &[PickArg<'_>],
-        sticky: Option<(&str, Duration)>,
-    ) -> StoreResult<PickReply> {
-        let mut call = PICK.prepare_invoke();
-        call.key(self.names.accounts_version())
-            .key(self.names.account_status())
-            .key(self.names.accounts_last_used())
-            .key(
-                self.names
-                    .sticky(sticky.map_or("-", |(session, _)| session)),
-            )
-            .arg(version)
-            .arg(sticky.map_or(0, |(_, ttl)| millis(ttl)))
-            .arg(if sticky.is_some() { "1" } else { "0" });
-        for candidate in candidates {
-            call.key(self.names.cooldown(candidate.id))
-                .arg(candidate.id)
-                .arg(candidate.tier)
-                .arg(candidate.priority);
-        }
-        let reply: (String, String, String, Vec<i64>) =
-            call.invoke_async(&mut self.conn.clone()).await?;
-        Ok(pick_reply(reply))
     }
 
     /// Keeps the account out of the pool for `duration`, unless a longer
@@ -209,28 +151,49 @@ impl Store {
         Ok(self.conn.clone().get(self.names.sticky(session)).await?)
     }
 
-    /// Health of each account, in the order of `ids`.
-    pub async fn account_health(&self, ids: &[&str]) -> StoreResult<Vec<Health>> {
+    /// Adds a request's cost to the account's spending on `day`, once per
+    /// request id however often it is retried. Sits beside the account's
+    /// own usage counters (on another hash tag), so the pick script can
+    /// read it in its one slot.
+    pub async fn add_account_spend(
+        &self,
+        request_id: &str,
+        account_id: &str,
+        day: Date,
+        cost_nano_usd: u64,
+    ) -> StoreResult<()> {
+        let _: i64 = redis::Script::new(ADD_SPEND)
+            .key(self.names.accounts_spend_seen(request_id))
+            .key(self.names.accounts_spend(&Period::Day(day)))
+            .arg(SPEND_SEEN_TTL.as_secs())
+            .arg(account_id)
+            .arg(cost_nano_usd)
+            .arg(SPEND_TTL.as_secs())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Health of each account, in the order of `ids`, with its spending
+    /// on `day`.
+    pub async fn account_health(&self, ids: &[&str], day: Date) -> StoreResult<Vec<Health>> {
         let script = redis::Script::new(HEALTH);
         let mut call = script.prepare_invoke();
         call.key(self.names.account_status())
-            .key(self.names.accounts_last_used());
+            .key(self.names.accounts_last_used())
+            .key(self.names.accounts_spend(&Period::Day(day)));
         for id in ids {
-            call.key(self.names.cooldown(id)).arg(*id);
+            call.key(self.names.cooldown(id))
+                .key(self.names.account_leases(id))
+                .arg(*id);
         }
-        type Row = (Option<String>, Option<String>, i64, Option<String>);
-        let rows: Vec<Row> = call.invoke_async(&mut self.conn.clone()).await?;
-        rows.into_iter()
-            .map(|(status, cooldown, left, used)| self.health_row(status, cooldown, left, used))
-            .collect()
+        let rows: Vec<HealthRow> = call.invoke_async(&mut self.conn.clone()).await?;
+        rows.into_iter().map(|row| self.health_row(row)).collect()
     }
 
     fn health_row(
         &self,
-        status: Option<String>,
-        cooldown: Option<String>,
-        left_ms: i64,
-        used: Option<String>,
+        (status, cooldown, left_ms, used, in_flight, spent): HealthRow,
     ) -> StoreResult<Health> {
         let status_key = self.names.account_status();
         let status = status.map(|json| decode(&status_key, &json)).transpose()?;
@@ -246,33 +209,24 @@ impl Store {
             status,
             cooldown,
             last_used_ms,
+            in_flight: u64::try_from(in_flight).unwrap_or(0),
+            spent_nano_usd: spent.and_then(|text| text.parse().ok()).unwrap_or(0),
         })
     }
 }
+
+/// Status, cooldown, its time left, last use, leases, spending.
+type HealthRow = (
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+    i64,
+    Option<String>,
+);
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn pick_reply((outcome, chosen, sticky, flat): (String, String, String, Vec<i64>)) -> PickReply {
-    if outcome != "ok" {
-        return PickReply::Stale;
-    }
-    let seen = flat
-        .chunks_exact(3)
-        .map(|row| Seen {
-            cooldown: (row[0] != -2)
-                .then(|| Duration::from_millis(u64::try_from(row[0]).unwrap_or(u64::MAX))),
-            held: row[1] != 0,
-            last_used_ms: u64::try_from(row[2]).ok(),
-        })
-        .collect();
-    let some = |text: String| (!text.is_empty()).then_some(text);
-    PickReply::Picked {
-        chosen: some(chosen),
-        sticky: some(sticky),
-        seen,
-    }
 }
 
 /// KEYS: records, version. ARGV: id, record.
@@ -281,12 +235,12 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('INCR', KEYS[2])
 ";
 
-/// KEYS: records, version, status, last_used, cooldown. ARGV: id.
+/// KEYS: records, version, status, last_used, cooldown, leases. ARGV: id.
 const DELETE_ACCOUNT: &str = r"
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('DEL', KEYS[5])
+redis.call('DEL', KEYS[5], KEYS[6])
 redis.call('INCR', KEYS[2])
 return removed
 ";
@@ -294,54 +248,6 @@ return removed
 /// KEYS: records, version.
 const LOAD_ACCOUNTS: &str = r"
 return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}
-";
-
-/// KEYS: version, status, last_used, sticky, then one cooldown key per
-/// candidate. ARGV: cached version ('*' skips the check), sticky TTL in ms,
-/// '1' when there is a session, then id, tier, priority per candidate.
-///
-/// Replies {outcome, chosen, sticky as found, {pttl, held, last_used} per
-/// candidate}. The choice is the sticky account when it is usable, else
-/// the usable candidate lowest in (tier, priority, last use, position):
-/// the same rule as `scheduler::order`, which orders the rest in Rust.
-static PICK: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PICK_LUA));
-
-const PICK_LUA: &str = r"
-local version = redis.call('GET', KEYS[1]) or '0'
-if ARGV[1] ~= '*' and version ~= ARGV[1] then return {'stale', '', '', {}} end
-local session = ARGV[3] == '1'
-local sticky = false
-if session then sticky = redis.call('GET', KEYS[4]) end
-local seen = {}
-local best, best_rank, sticky_at = nil, nil, nil
-local n = (#ARGV - 3) / 3
-for i = 1, n do
-  local id = ARGV[3 * i + 1]
-  local tier = tonumber(ARGV[3 * i + 2])
-  local priority = tonumber(ARGV[3 * i + 3])
-  local ttl = redis.call('PTTL', KEYS[4 + i])
-  local held = redis.call('HEXISTS', KEYS[2], id)
-  local used = tonumber(redis.call('ZSCORE', KEYS[3], id) or '-1')
-  seen[#seen + 1] = ttl
-  seen[#seen + 1] = held
-  seen[#seen + 1] = used
-  if ttl == -2 and held == 0 then
-    if id == sticky then sticky_at = i end
-    local r = best_rank
-    if r == nil or tier < r[1] or (tier == r[1] and (priority < r[2]
-        or (priority == r[2] and used < r[3]))) then
-      best = i
-      best_rank = {tier, priority, used}
-    end
-  end
-end
-local chosen = sticky_at or best
-if not chosen then return {'ok', '', sticky or '', seen} end
-local id = ARGV[3 * chosen + 1]
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), id)
-if session then redis.call('SET', KEYS[4], id, 'PX', ARGV[2]) end
-return {'ok', id, sticky or '', seen}
 ";
 
 /// KEYS: cooldown. ARGV: cooldown record, duration in ms.
@@ -367,16 +273,30 @@ redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
 ";
 
-/// KEYS: status, last_used, then one cooldown key per id. ARGV: ids.
+/// KEYS: seen marker, spend. ARGV: seen TTL, account id, cost, spend TTL
+/// (seconds). Adds nothing if the marker exists.
+const ADD_SPEND: &str = r"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+";
+
+/// KEYS: status, last_used, spend, then per id its cooldown and leases.
+/// ARGV: ids. Reads only: expired leases are left for the next pick.
 const HEALTH: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rows = {}
 for i = 1, #ARGV do
   local id = ARGV[i]
   rows[i] = {
     redis.call('HGET', KEYS[1], id),
-    redis.call('GET', KEYS[2 + i]),
-    redis.call('PTTL', KEYS[2 + i]),
+    redis.call('GET', KEYS[2 + 2 * i]),
+    redis.call('PTTL', KEYS[2 + 2 * i]),
     redis.call('ZSCORE', KEYS[2], id),
+    redis.call('ZCOUNT', KEYS[3 + 2 * i], string.format('(%d', now), '+inf'),
+    redis.call('HGET', KEYS[3], id),
   }
 end
 return rows

@@ -5,6 +5,7 @@
 mod accounts;
 pub mod cipher;
 mod conn;
+mod pick;
 pub mod records;
 
 use std::collections::HashMap;
@@ -14,8 +15,9 @@ use time::OffsetDateTime;
 
 use crate::config::RedisSettings;
 use crate::usage::record::{Period, Subject};
-pub use accounts::{Health, PickArg, PickReply, Seen};
+pub use accounts::Health;
 pub use conn::Conn;
+pub use pick::{PickArg, PickReply, PickRequest, Seen};
 pub use records::{AccountRecord, AuthScheme, KeyRecord, Service};
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -105,6 +107,25 @@ impl Names {
     /// `session` is already a hash (see `scheduler::session`).
     pub fn sticky(&self, session: &str) -> String {
         format!("{}{{accounts}}:sticky:{session}", self.prefix)
+    }
+
+    /// Sorted set of an account's leases (see [`Names::leases`]). Under
+    /// the `{accounts}` tag, not the account's own, so the pick script
+    /// can count and take them in the same round trip.
+    pub fn account_leases(&self, account_id: &str) -> String {
+        format!("{}{{accounts}}:leases:{account_id}", self.prefix)
+    }
+
+    /// Hash: account id → cost in nano-dollars in one usage day. A copy of
+    /// each account's `cost_nano_usd` day counter under the `{accounts}`
+    /// tag, where the pick script can read it to enforce daily quotas.
+    pub fn accounts_spend(&self, day: &Period) -> String {
+        format!("{}{{accounts}}:spend:{day}", self.prefix)
+    }
+
+    /// Marks a request's cost as added to `accounts_spend`.
+    pub fn accounts_spend_seen(&self, request_id: &str) -> String {
+        format!("{}{{accounts}}:spend:seen:{request_id}", self.prefix)
     }
     /// The hash tag every limit and counter of one relay key shares, so the
     /// scripts that touch them run on Redis Cluster too.

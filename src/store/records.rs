@@ -187,9 +187,13 @@ pub struct AccountRecord {
     /// Requested model → the id this upstream expects.
     #[serde(default)]
     pub model_map: BTreeMap<String, String>,
-    /// In-flight requests at most; 0 means no limit.
+    /// In-flight Messages requests at most; 0 means no limit.
     #[serde(default)]
     pub concurrency_limit: u32,
+    /// Cost per usage day at most, in nano-dollars; 0 means no quota. An
+    /// account that reached it takes no traffic until the day ends.
+    #[serde(default)]
+    pub daily_quota_nano_usd: u64,
     /// Accounts in a group serve only keys bound to that group; accounts
     /// without one form the shared pool.
     #[serde(default)]

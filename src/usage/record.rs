@@ -238,7 +238,8 @@ impl Recorder {
 
     /// One round trip: a script per counter group, each on its own hash
     /// tag (so on its own Cluster node), sent together on the multiplexed
-    /// connection. The key's group also feeds its limit counters.
+    /// connection. The key's group also feeds its limit counters, and the
+    /// account's cost today goes to the copy its daily quota reads.
     pub async fn record(&self, event: &UsageEvent) -> StoreResult<()> {
         let names = self.store.names();
         let key_extras = KeyCounters::at(
@@ -265,8 +266,29 @@ impl Recorder {
                 .await?;
             StoreResult::Ok(())
         };
-        futures::future::try_join(futures::future::try_join_all(scripts), models).await?;
+        futures::future::try_join3(
+            futures::future::try_join_all(scripts),
+            models,
+            self.account_spend(event),
+        )
+        .await?;
         Ok(())
+    }
+
+    /// The account's cost today, copied where daily quotas read it.
+    async fn account_spend(&self, event: &UsageEvent) -> StoreResult<()> {
+        if event.cost_nano_usd == 0 {
+            return Ok(());
+        }
+        let day = event.at.to_offset(self.offset).date();
+        self.store
+            .add_account_spend(
+                &event.request_id,
+                &event.account_id,
+                day,
+                event.cost_nano_usd,
+            )
+            .await
     }
 
     async fn record_group(

@@ -1,6 +1,8 @@
 //! `claude-relay accounts ...`: an operator adds and changes accounts and
 //! sees from `list` why an account takes no traffic.
 
+use claude_relay::usage::record::Subject;
+use claude_relay::usage::report::usd;
 use secrecy::ExposeSecret;
 
 use crate::binaries::relay_command;
@@ -66,6 +68,10 @@ async fn add_stores_an_encrypted_account_that_serves_at_once() {
             "claude-sonnet-4-5,claude-haiku-4-5",
             "--map",
             "claude-haiku-4-5=vendor-haiku",
+            "--concurrency-limit",
+            "2",
+            "--daily-quota-usd",
+            "0.5",
         ])
         .await
         .unwrap();
@@ -81,6 +87,8 @@ async fn add_stores_an_encrypted_account_that_serves_at_once() {
         ])
         .await;
     let response = env.post_messages(K1, body(false)).await;
+    env.until_no_account_leases("acct-a").await;
+    let spent = env.usage_after(Subject::Account("acct-a"), 1).await;
     let show = env.accounts_cli(&["show", "acct-a"]).await.unwrap();
     let _ = std::fs::remove_file(&credential);
 
@@ -89,11 +97,18 @@ async fn add_stores_an_encrypted_account_that_serves_at_once() {
     assert_eq!(response.status, 200);
     assert_eq!(env.seen_by("A").len(), 1);
     assert!(!show.contains("sk-up-A"), "{show}");
+    let quota = format!(
+        "daily_quota        $0.50 (spent ${} today)",
+        usd(spent.cost_nano_usd)
+    );
+    assert!(spent.cost_nano_usd > 0);
+    assert!(show.contains(&quota), "{quota:?} in\n{show}");
     for expected in [
         "priority           3",
         "encrypted (AES-256-GCM), readable with this configuration",
         "models             claude-sonnet-4-5, claude-haiku-4-5",
         "model_map          claude-haiku-4-5 -> vendor-haiku",
+        "concurrency_limit  2 (0 in flight)",
         "state              ready",
         "why                takes traffic",
     ] {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use claude_relay::limits::admission::{self, Ask, BudgetPeriod, Decision, Refusal};
 use claude_relay::limits::spec::{Budgets, Family, KeyLimits, RateWindow};
 use claude_relay::limits::{lease, status};
-use claude_relay::store::{Conn, KeyRecord, Store};
+use claude_relay::store::{Conn, KeyRecord, PickArg, PickReply, PickRequest, Store};
 use claude_relay::usage::Usage;
 use claude_relay::usage::record::{Recorder, Subject, UsageEvent};
 use time::{OffsetDateTime, UtcOffset};
@@ -239,4 +239,71 @@ async fn until_empty(store: &Store, set: &str) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The pick script reads account leases and the copy of each account's
+/// spending under `{accounts}`, while the usage write that fills the copy
+/// also touches the account's own tag: both run on the cluster.
+#[tokio::test]
+async fn account_leases_and_quotas_are_slot_safe_on_a_three_node_cluster() {
+    let nodes = cluster::nodes();
+    let conn = Conn::cluster(&nodes)
+        .await
+        .expect("connecting to the cluster");
+    let prefix = format!("t-{}:", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let store = Store::from_conn(conn, &prefix);
+    let recorder = Recorder::new(store.clone(), UtcOffset::UTC);
+    let names = store.names();
+    let own_slot = slot_of(&nodes[0], &names.account_tag("acct-q")).await;
+    let pick_slot = slot_of(&nodes[0], &names.accounts_version()).await;
+    assert_ne!(
+        own_slot, pick_slot,
+        "the counters and the pick on two slots"
+    );
+    let at = OffsetDateTime::now_utc();
+    let mut spent = case_a("acct-q-key", &KeyLimits::default());
+    spent.account_id = "acct-q".into();
+    spent.at = at;
+    recorder.record(&spent).await.unwrap();
+    let args = [
+        PickArg {
+            id: "acct-q",
+            tier: 0,
+            priority: 1,
+            concurrency_limit: 0,
+            daily_quota_nano_usd: 1_000_000,
+        },
+        PickArg {
+            id: "acct-l",
+            tier: 0,
+            priority: 2,
+            concurrency_limit: 1,
+            daily_quota_nano_usd: 0,
+        },
+    ];
+    let pick = |member| PickRequest {
+        candidates: &args,
+        sticky: None,
+        lease: Some((member, Duration::from_secs(60))),
+        day: at.date(),
+    };
+
+    let first = store.pick("*", &pick("req_1")).await.unwrap();
+    let second = store.pick("*", &pick("req_2")).await.unwrap();
+
+    let PickReply::Picked { chosen, seen, .. } = first else {
+        panic!("stale without a version check");
+    };
+    assert_eq!(chosen.as_deref(), Some("acct-l"));
+    assert!(seen[0].over_quota(), "{seen:?}");
+    let PickReply::Picked { chosen, seen, .. } = second else {
+        panic!("stale without a version check");
+    };
+    assert_eq!(chosen, None);
+    assert!(seen[1].full(), "{seen:?}");
+    let set = names.account_leases("acct-l");
+    lease::release(&mut store.conn(), &set, "req_1")
+        .await
+        .unwrap();
+    until_empty(&store, &set).await;
 }

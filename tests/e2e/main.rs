@@ -8,6 +8,7 @@
 mod harness;
 
 mod account_health;
+mod account_limits;
 mod accounts_cli;
 mod admission;
 mod auth;

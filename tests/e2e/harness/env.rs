@@ -280,8 +280,18 @@ impl TestEnv {
     /// The live concurrency leases of a key.
     pub async fn leases(&self, key_id: &str) -> Vec<(String, std::time::Duration)> {
         let names = self.store.names();
-        let set = names.leases(&names.key_tag(key_id));
-        claude_relay::limits::lease::live(&mut self.store.conn(), &set)
+        self.live_leases(&names.leases(&names.key_tag(key_id)))
+            .await
+    }
+
+    /// The live concurrency leases of an account.
+    pub async fn account_leases(&self, account_id: &str) -> Vec<(String, std::time::Duration)> {
+        self.live_leases(&self.store.names().account_leases(account_id))
+            .await
+    }
+
+    async fn live_leases(&self, set: &str) -> Vec<(String, std::time::Duration)> {
+        claude_relay::limits::lease::live(&mut self.store.conn(), set)
             .await
             .expect("reading leases")
     }
@@ -289,15 +299,27 @@ impl TestEnv {
     /// Waits until a key holds no lease (releases run after the answer,
     /// off the client's path); fails after ten seconds.
     pub async fn until_no_leases(&self, key_id: &str) {
+        let names = self.store.names();
+        self.until_empty(&names.leases(&names.key_tag(key_id)))
+            .await;
+    }
+
+    /// Waits until an account holds no lease; fails after ten seconds.
+    pub async fn until_no_account_leases(&self, account_id: &str) {
+        self.until_empty(&self.store.names().account_leases(account_id))
+            .await;
+    }
+
+    async fn until_empty(&self, set: &str) {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let leases = self.leases(key_id).await;
+            let leases = self.live_leases(set).await;
             if leases.is_empty() {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "leases still held: {leases:?}"
+                "leases still held on {set}: {leases:?}"
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
@@ -389,9 +411,12 @@ impl TestEnv {
     /// The health the relay left in Redis for account `name` (`acct-<name>`).
     pub async fn health(&self, name: &str) -> Health {
         let id = format!("acct-{}", name.to_lowercase());
+        let today = time::OffsetDateTime::now_utc()
+            .to_offset(self.config.usage_utc_offset)
+            .date();
         let mut all = self
             .store
-            .account_health(&[&id])
+            .account_health(&[&id], today)
             .await
             .expect("reading account health");
         all.pop().expect("one row per account")
@@ -408,8 +433,7 @@ impl TestEnv {
             anyhow::bail!("not an accounts command");
         };
         let mut out = Vec::new();
-        claude_relay::admin::accounts::run(command, &self.store, &self.config.secrets, &mut out)
-            .await?;
+        claude_relay::admin::accounts::run(command, &self.store, &self.config, &mut out).await?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 }
