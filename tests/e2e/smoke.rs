@@ -149,3 +149,11 @@ async fn metrics_count_requests_attempts_and_tokens_without_key_labels() {
     assert!(text.contains("relay_first_byte_seconds_bucket{route=\"messages\""));
     assert!(!text.contains(&K1[3..]), "no key in the metrics");
 }
+
+#[test]
+fn a_missing_redis_image_is_reported_with_the_command_that_builds_it() {
+    let said = crate::harness::redis::preflight("claude-relay-redis:no-such-tag").unwrap_err();
+
+    assert!(said.contains("scripts/build-redis-image.sh"), "{said}");
+    assert!(crate::harness::redis::preflight(&crate::harness::redis::image_name()).is_ok());
+}

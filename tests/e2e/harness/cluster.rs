@@ -15,7 +15,7 @@ use testcontainers::core::{ExecCommand, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use super::redis::{LABEL, image_name};
+use super::redis::{image_name, test_labels};
 
 static CLUSTER: OnceLock<Result<Vec<u16>, String>> = OnceLock::new();
 
@@ -121,12 +121,7 @@ async fn start_node(port: u16) -> Result<Node, String> {
             "--cluster-announce-ip",
             "127.0.0.1",
         ])
-        .with_label(LABEL, "1")
-        .with_label(format!("{LABEL}.pid"), std::process::id().to_string())
-        .with_label(
-            format!("{LABEL}.run"),
-            std::env::var("TEST_RUN_ID").unwrap_or_default(),
-        )
+        .with_labels(test_labels())
         .start()
         .await
         .map_err(|err| {

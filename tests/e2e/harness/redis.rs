@@ -62,18 +62,61 @@ fn start_in_background() -> Result<String, String> {
         .unwrap_or_else(|_| Err("the Redis starter thread died".to_owned()))
 }
 
+/// The labels of every test container: what `scripts/test.sh` and
+/// `remove_orphans` find them by. The host label keeps one machine's tests
+/// from touching another's containers on a shared engine.
+pub fn test_labels() -> [(String, String); 4] {
+    [
+        (LABEL.to_owned(), "1".to_owned()),
+        (format!("{LABEL}.pid"), std::process::id().to_string()),
+        (
+            format!("{LABEL}.run"),
+            std::env::var("TEST_RUN_ID").unwrap_or_default(),
+        ),
+        (format!("{LABEL}.host"), host()),
+    ]
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Checks the engine and the image before anything is started, so a
+/// missing image is reported at once and never sent to a registry.
+pub fn preflight(image: &str) -> Result<(), String> {
+    let output = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .output()
+        .map_err(|err| {
+            format!("No docker command ({err}): install Docker, then run scripts/test.sh.")
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&output.stderr);
+    if said.contains("No such image") {
+        Err(format!(
+            "The Redis image {image} is missing: run scripts/build-redis-image.sh, \
+             or set TEST_REDIS_IMAGE to an image that exists."
+        ))
+    } else {
+        Err(format!(
+            "No Docker engine answered ({}): start a Docker engine, then run scripts/test.sh.",
+            said.trim()
+        ))
+    }
+}
+
 async fn start() -> Result<(testcontainers::ContainerAsync<GenericImage>, String), String> {
     let image = image_name();
+    preflight(&image)?;
     let (name, tag) = image.rsplit_once(':').unwrap_or((image.as_str(), "latest"));
     let container = GenericImage::new(name, tag)
         .with_exposed_port(6379.tcp())
         .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
-        .with_label(LABEL, "1")
-        .with_label(format!("{LABEL}.pid"), std::process::id().to_string())
-        .with_label(
-            format!("{LABEL}.run"),
-            std::env::var("TEST_RUN_ID").unwrap_or_default(),
-        )
+        .with_labels(test_labels())
         .start()
         .await
         .map_err(|err| explain(&image, &err))?;
@@ -100,10 +143,12 @@ fn explain(image: &str, err: &testcontainers::TestcontainersError) -> String {
     }
 }
 
-/// Removes test containers whose test process no longer runs.
+/// Removes this machine's test containers whose test process no longer
+/// runs.
 pub fn remove_orphans() {
     let Ok(output) = std::process::Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label={LABEL}")])
+        .args(["--filter", &format!("label={LABEL}.host={}", host())])
         .args([
             "--format",
             &format!("{{{{.ID}}}} {{{{.Label \"{LABEL}.pid\"}}}}"),
