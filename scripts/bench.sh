@@ -58,6 +58,8 @@ MOCK_URL=$(listening_url "$WORK/mock.log")
 
 export RELAY_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" RELAY_REDIS_PREFIX="bench:" RELAY_LISTEN="127.0.0.1:0"
 export RUST_LOG=warn
+RELAY_ACCOUNT_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+export RELAY_ACCOUNT_KEY
 KEY="cr_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 MOCK_URL="$MOCK_URL" DEMO_KEY="$KEY" target/release/claude-relay seed fixtures/demo.json >/dev/null
 target/release/claude-relay serve >"$WORK/relay.log" 2>&1 &

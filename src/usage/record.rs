@@ -304,7 +304,13 @@ impl Recorder {
         for period in &self.periods(event.at) {
             invocation.key(names.usage(&tag, period));
         }
-        let increments = event.increments();
+        // A field at zero needs no write: readers take a missing field as 0,
+        // and most answers have no cache figures.
+        let increments: Vec<_> = event
+            .increments()
+            .into_iter()
+            .filter(|(_, value)| *value > 0)
+            .collect();
         invocation
             .arg(SEEN_TTL.as_secs())
             .arg(DAY_TTL.as_secs())
@@ -314,11 +320,16 @@ impl Recorder {
             invocation.arg(field).arg(value);
         }
         for extra in extras {
+            let fields: Vec<_> = extra
+                .fields
+                .iter()
+                .filter(|(_, value)| *value > 0)
+                .collect();
             invocation
                 .key(&extra.key)
                 .arg(extra.ttl_secs)
-                .arg(extra.fields.len());
-            for (field, value) in &extra.fields {
+                .arg(fields.len());
+            for (field, value) in fields {
                 invocation.arg(field).arg(value);
             }
         }
