@@ -42,7 +42,8 @@ listening_url() {
 
 say "building claude-relay and mock-upstream (release)"
 cargo build --release --quiet --bins --workspace
-BIN=target/release
+# Where cargo put them: CARGO_TARGET_DIR when set, else ./target.
+BIN="${CARGO_TARGET_DIR:-target}/release"
 
 if docker info >/dev/null 2>&1; then
   scripts/build-redis-image.sh >&2
