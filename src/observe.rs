@@ -119,10 +119,15 @@ impl Drop for RequestLog {
                 )
             };
         }
+        // Causes and reasons may quote the client (a model it asked for):
+        // recorded as strings, so the text format escapes them and a line
+        // break in a request cannot forge a log line.
         match (&fields.error, &fields.stream_error) {
-            (Some((cause, true)), _) => line!(warn, error = %cause, "request failed"),
-            (Some((cause, false)), _) => line!(info, error = %cause, "request refused"),
-            (None, Some(reason)) => line!(warn, stream_error = %reason, "stream ended early"),
+            (Some((cause, true)), _) => line!(warn, error = cause.as_str(), "request failed"),
+            (Some((cause, false)), _) => line!(info, error = cause.as_str(), "request refused"),
+            (None, Some(reason)) => {
+                line!(warn, stream_error = reason.as_str(), "stream ended early")
+            }
             (None, None) => line!(info, "request"),
         }
     }
@@ -163,12 +168,15 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
 }
 
 /// Logs go to stderr (stdout carries only what a person or a harness
-/// reads). `RUST_LOG` filters; the default is `info`.
+/// reads). `RUST_LOG` filters; the default is `info`. Colours only on a
+/// terminal: a log file or collector gets plain text.
 pub fn init_tracing(format: crate::config::LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         crate::config::LogFormat::Json => builder.json().try_init(),

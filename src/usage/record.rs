@@ -208,7 +208,7 @@ impl Recorder {
             let Some(delay) = delays.next() else {
                 tracing::error!(
                     request_id = %event.request_id, key_id = %event.key_id,
-                    account_id = %event.account_id, model = %event.model,
+                    account_id = %event.account_id, model = event.model.as_str(),
                     input_tokens = event.usage.input_tokens, output_tokens = event.usage.output_tokens,
                     cost_nano_usd = event.cost_nano_usd, error = %err,
                     "usage could not be counted"

@@ -133,3 +133,18 @@ async fn a_key_header_that_is_not_utf8_gets_401_invalid_api_key() {
     assert_eq!(response.error_code(), "invalid_api_key");
     env.assert_untouched().await;
 }
+
+/// A model id is a few dozen characters; a megabyte of one would land in
+/// log lines, error details and usage records.
+#[tokio::test]
+async fn a_model_of_a_megabyte_gets_400_invalid_body_and_reaches_nothing() {
+    let env = TestEnv::start().await;
+    let model = format!("claude-sonnet-4-5{}", "x".repeat(1024 * 1024));
+    let request = format!(r#"{{"model":"{model}","max_tokens":5,"messages":[]}}"#);
+
+    let response = env.post_messages(K1, request).await;
+
+    assert_eq!(response.status, 400);
+    snapshot::error_body("invalid_body_model_too_long", &response);
+    env.assert_untouched().await;
+}
