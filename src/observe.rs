@@ -1,6 +1,7 @@
 //! Request ids, the one log line per request, and the rendering of relay
 //! errors (which need the request id) in one middleware.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -8,9 +9,11 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
-use crate::error::ErrorReport;
+use futures::FutureExt;
+
+use crate::error::{ErrorReport, RelayError};
 
 /// What is known about a request so far. The line is written when the last
 /// holder lets go: when the answer is complete, streams included.
@@ -147,7 +150,17 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         request.uri().path().to_owned(),
     ));
     request.extensions_mut().insert(Arc::clone(&log));
-    let mut response = next.run(request).await;
+    let mut response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        // A bug must still answer: a dropped connection would leave the
+        // client guessing (and an SDK retrying). Whatever the request held
+        // (leases, counts) was released as its future unwound.
+        Err(panic) => RelayError::Internal(anyhow::anyhow!(
+            "the request handler panicked: {}",
+            panic_message(panic.as_ref())
+        ))
+        .into_response(),
+    };
 
     let report = response.extensions_mut().remove::<ErrorReport>();
     log.finish_head(response.status().as_u16(), report.as_ref());
@@ -165,6 +178,14 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-request-id", id);
     }
     response
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 /// Logs go to stderr (stdout carries only what a person or a harness
