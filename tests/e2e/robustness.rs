@@ -22,3 +22,24 @@ async fn a_429_whose_retry_after_is_past_any_duration_still_gets_an_answer() {
     assert!([429, 500].contains(&response.status), "{response:?}");
     assert_eq!(response.json()["type"], "error");
 }
+
+/// Ids are kept in Redis names with every character outside a small set
+/// replaced: `a b` and `a_b` would share usage, leases and budgets.
+#[tokio::test]
+async fn a_key_id_with_characters_redis_names_do_not_keep_is_refused() {
+    let env = TestEnv::start().await;
+
+    let spaced = env
+        .keys_cli(&["create", "--name", "K", "--id", "a b"])
+        .await;
+    let braced = env
+        .keys_cli(&["create", "--name", "K", "--id", "{key:x}"])
+        .await;
+    let plain = env
+        .keys_cli(&["create", "--name", "K", "--id", "a_b"])
+        .await;
+
+    assert!(spaced.is_err());
+    assert!(braced.is_err());
+    assert!(plain.is_ok(), "{plain:?}");
+}
