@@ -76,7 +76,7 @@ async fn relay_body_request(
     let key = admit(&state, &log, &parts.headers, Some(service)).await?;
     check_header_text(&parts.headers)?;
     check_content_type(&parts.headers)?;
-    let bytes = body::read_limited(body, limit).await?;
+    let bytes = body::read_limited(body, limit, state.config.client_timeout).await?;
     let message = MessageRequest::parse(&bytes)?;
     log.set_model(&message.model);
     if !model_allowed(&key.allowed_models, &key.denied_models, &message.model) {
@@ -107,11 +107,10 @@ async fn relay_body_request(
 ///
 /// Past hyper's read buffer (8 KiB + 400 KiB) or past 100 header lines,
 /// hyper answers a bare 431 and closes, before any service runs, so that
-/// answer cannot carry the envelope. `axum::serve` builds its hyper
-/// connection with defaults and offers no hook; serving through
-/// `hyper_util`'s builder would allow a larger buffer, but that only moves
-/// the point where hyper answers on its own, at a memory cost per
-/// connection. The relay's own limit sits well below it.
+/// answer cannot carry the envelope. The server (see `app`) keeps hyper's
+/// defaults: a larger buffer would only move the point where hyper answers
+/// on its own, at a memory cost per connection. The relay's own limit sits
+/// well below it.
 pub async fn limit_headers(
     State(state): State<AppState>,
     request: Request,
