@@ -70,7 +70,12 @@ async fn relay_body_request(
     let (parts, body) = request.into_parts();
     let limit = state.config.body_limit_bytes;
     if declared_length(&parts.headers).is_some_and(|length| length > limit as u64) {
-        body::drain(body).await;
+        // A client waiting for `100 Continue` has sent none of the body:
+        // the refusal goes out at once instead of inviting the body only to
+        // throw it away (reading it would make hyper send the 100).
+        if !expects_continue(&parts.headers) {
+            body::drain(body).await;
+        }
         return Err(RelayError::BodyTooLarge { limit_bytes: limit });
     }
     let key = admit(&state, &log, &parts.headers, Some(service)).await?;
@@ -216,6 +221,12 @@ pub(crate) fn store_error(err: crate::store::StoreError) -> RelayError {
         crate::store::StoreError::Redis(err) => RelayError::StoreUnavailable(err),
         other => RelayError::Internal(other.into()),
     }
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

@@ -148,3 +148,24 @@ async fn a_model_of_a_megabyte_gets_400_invalid_body_and_reaches_nothing() {
     snapshot::error_body("invalid_body_model_too_long", &response);
     env.assert_untouched().await;
 }
+
+/// curl and other clients send `Expect: 100-continue` before a large body:
+/// the refusal must come before the body is invited, not after it was
+/// uploaded for nothing.
+#[tokio::test]
+async fn an_oversized_body_announced_with_expect_continue_is_refused_before_it_is_sent() {
+    let env = TestEnv::start().await;
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: relay\r\nx-api-key: {K1}\r\n\
+         content-type: application/json\r\nexpect: 100-continue\r\n\
+         content-length: {}\r\n\r\n",
+        64 * 1024 * 1024
+    );
+
+    let answer = raw::send_then_half_close(env.addr(), request.as_bytes()).await;
+
+    let answer = answer.expect("the relay answers");
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.error_code(), "body_too_large");
+    env.assert_untouched().await;
+}
