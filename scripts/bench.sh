@@ -40,6 +40,8 @@ listening_url() {
 }
 
 cargo build --release --quiet --bins --workspace
+# Where cargo put them: CARGO_TARGET_DIR when set, else ./target.
+BIN="${CARGO_TARGET_DIR:-target}/release"
 scripts/build-redis-image.sh >/dev/null
 # The engine can hand out a port another starting container just took:
 # try again.
@@ -52,17 +54,17 @@ done
 REDIS_PORT=$(docker port "$CONTAINER" 6379/tcp | head -n1 | sed 's/.*://')
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break; sleep 0.05; done
 
-target/release/mock-upstream --port 0 --profiles fixtures/mock-profiles.json >"$WORK/mock.log" 2>&1 &
+"$BIN"/mock-upstream --port 0 --profiles fixtures/mock-profiles.json >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
 MOCK_URL=$(listening_url "$WORK/mock.log")
 
 export RELAY_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" RELAY_REDIS_PREFIX="bench:" RELAY_LISTEN="127.0.0.1:0"
 export RUST_LOG=warn
-RELAY_ACCOUNT_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-export RELAY_ACCOUNT_KEY
+# Account credentials are stored encrypted under this key.
+export RELAY_ACCOUNT_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 KEY="cr_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-MOCK_URL="$MOCK_URL" DEMO_KEY="$KEY" target/release/claude-relay seed fixtures/demo.json >/dev/null
-target/release/claude-relay serve >"$WORK/relay.log" 2>&1 &
+MOCK_URL="$MOCK_URL" DEMO_KEY="$KEY" "$BIN"/claude-relay seed fixtures/demo.json >/dev/null
+"$BIN"/claude-relay serve >"$WORK/relay.log" 2>&1 &
 RELAY_PID=$!
 PIDS+=($RELAY_PID)
 RELAY_URL=$(listening_url "$WORK/relay.log")

@@ -42,7 +42,8 @@ listening_url() {
 
 say "building claude-relay and mock-upstream (release)"
 cargo build --release --quiet --bins --workspace
-BIN=target/release
+# Where cargo put them: CARGO_TARGET_DIR when set, else ./target.
+BIN="${CARGO_TARGET_DIR:-target}/release"
 
 if docker info >/dev/null 2>&1; then
   scripts/build-redis-image.sh >&2
@@ -79,8 +80,9 @@ export RELAY_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export RELAY_REDIS_PREFIX="demo:"
 export RELAY_LISTEN="${DEMO_LISTEN:-127.0.0.1:0}"
 # Account credentials are stored encrypted under this key; a throwaway
-# Redis gets a throwaway key.
-export RELAY_ACCOUNT_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+# Redis gets a throwaway key, in a file the operator commands can read too.
+od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/account.key"
+export RELAY_ACCOUNT_KEY_FILE="$WORK/account.key"
 DEMO_KEY="cr_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 MOCK_URL="$MOCK_URL" DEMO_KEY="$DEMO_KEY" "$BIN/claude-relay" seed fixtures/demo.json >&2
 
@@ -107,6 +109,10 @@ fi
 
 echo
 echo "ANTHROPIC_BASE_URL=$RELAY_URL ANTHROPIC_API_KEY=$DEMO_KEY"
+echo
+echo "Operator commands (keys, accounts, usage, limits, seed) against this demo, from another shell:"
+echo "  export RELAY_REDIS_URL=$RELAY_REDIS_URL RELAY_REDIS_PREFIX=$RELAY_REDIS_PREFIX RELAY_ACCOUNT_KEY_FILE=$RELAY_ACCOUNT_KEY_FILE"
+echo "  $BIN/claude-relay accounts list"
 echo
 say "running; relay log: tail -f $WORK/relay.log; Ctrl-C stops everything"
 wait "${PIDS[@]}"

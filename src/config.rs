@@ -35,6 +35,9 @@ pub struct Config {
     pub header_limit_bytes: usize,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
+    /// How long a client may take to send its request's headers, and may
+    /// stay silent while sending its body.
+    pub client_timeout: Duration,
     pub secrets: Secrets,
     /// Prices per model; the built-in table when unset.
     pub pricing_file: Option<PathBuf>,
@@ -181,6 +184,7 @@ pub struct Layer {
     pub forward_headers: Option<Vec<String>>,
     pub log_format: Option<LogFormat>,
     pub shutdown_grace_secs: Option<u64>,
+    pub client_timeout_secs: Option<u64>,
     pub plaintext_credentials: Option<bool>,
     pub pricing_file: Option<PathBuf>,
     /// `+HH:MM` or `-HH:MM`.
@@ -244,6 +248,11 @@ impl Layer {
             "RELAY_SHUTDOWN_GRACE_SECS",
         )?;
         set(
+            &mut layer.client_timeout_secs,
+            var,
+            "RELAY_CLIENT_TIMEOUT_SECS",
+        )?;
+        set(
             &mut layer.plaintext_credentials,
             var,
             "RELAY_PLAINTEXT_CREDENTIALS",
@@ -293,6 +302,7 @@ impl Layer {
             forward_headers: self.forward_headers.or(below.forward_headers),
             log_format: self.log_format.or(below.log_format),
             shutdown_grace_secs: self.shutdown_grace_secs.or(below.shutdown_grace_secs),
+            client_timeout_secs: self.client_timeout_secs.or(below.client_timeout_secs),
             plaintext_credentials: self.plaintext_credentials.or(below.plaintext_credentials),
             pricing_file: self.pricing_file.or(below.pricing_file),
             usage_utc_offset: self.usage_utc_offset.or(below.usage_utc_offset),
@@ -359,6 +369,7 @@ const KNOWN_VARS: &[&str] = &[
     "RELAY_FORWARD_HEADERS",
     "RELAY_LOG_FORMAT",
     "RELAY_SHUTDOWN_GRACE_SECS",
+    "RELAY_CLIENT_TIMEOUT_SECS",
     "RELAY_PLAINTEXT_CREDENTIALS",
     "RELAY_MODELS",
     "RELAY_HEADER_LIMIT_KB",
@@ -464,6 +475,9 @@ impl Config {
                 .map(|name| name.to_ascii_lowercase())
                 .collect(),
         };
+        if layer.client_timeout_secs == Some(0) {
+            bail!("client_timeout_secs must be at least 1");
+        }
         if layer.lease_ttl_secs == Some(0) {
             bail!("lease_ttl_secs must be at least 1");
         }
@@ -492,6 +506,7 @@ impl Config {
             header_limit_bytes,
             log_format: layer.log_format.unwrap_or(defaults.log_format),
             shutdown_grace: secs_or(layer.shutdown_grace_secs, defaults.shutdown_grace),
+            client_timeout: secs_or(layer.client_timeout_secs, defaults.client_timeout),
             secrets,
             pricing_file: layer.pricing_file,
             usage_utc_offset: match layer.usage_utc_offset {
@@ -542,6 +557,7 @@ impl Default for Config {
             header_limit_bytes: 32 * 1024,
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(30),
+            client_timeout: Duration::from_secs(60),
             secrets: Secrets::default(),
             pricing_file: None,
             usage_utc_offset: UtcOffset::UTC,

@@ -51,6 +51,8 @@ pub enum RelayError {
     InvalidJson { reason: String },
     #[error("invalid request body: {reason}")]
     InvalidBody { reason: String },
+    #[error("the client sent no part of its body for {idle_secs} s")]
+    BodyTimeout { idle_secs: u64 },
     #[error("model {model} not allowed for this key")]
     ModelNotAllowed { model: String },
     #[error("concurrency limit reached: {in_use} of {limit} requests in flight")]
@@ -142,6 +144,9 @@ impl RelayError {
             ),
             E::InvalidJson { .. } => invalid_request(StatusCode::BAD_REQUEST, "invalid_json"),
             E::InvalidBody { .. } => invalid_request(StatusCode::BAD_REQUEST, "invalid_body"),
+            E::BodyTimeout { .. } => {
+                invalid_request(StatusCode::REQUEST_TIMEOUT, "request_timeout")
+            }
             E::NoUpstream { .. } => class(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded_error",
@@ -222,6 +227,10 @@ impl RelayError {
                     "The request body is not valid: {reason}. Fix the request and send it again."
                 )
             }
+            E::BodyTimeout { idle_secs } => format!(
+                "The request body stopped arriving: nothing came for {idle_secs} s. Send the \
+                 request again."
+            ),
             E::ModelNotAllowed { model } => format!(
                 "This API key may not use the model {model}. Use a model your relay operator \
                  allowed; GET /v1/models lists them."
@@ -295,6 +304,7 @@ impl RelayError {
         use RelayError as E;
         match self {
             E::BodyTooLarge { limit_bytes } => Some(json!({ "limit_bytes": limit_bytes })),
+            E::BodyTimeout { idle_secs } => Some(json!({ "idle_secs": idle_secs })),
             E::KeyExpired { expired_at } => Some(json!({ "expired_at": expired_at })),
             E::ServiceNotPermitted { service, allowed } => {
                 Some(json!({ "service": service, "allowed_services": allowed }))
@@ -603,7 +613,7 @@ impl IntoResponse for RelayError {
 mod tests {
     use super::*;
 
-    const VARIANTS: usize = 24;
+    const VARIANTS: usize = 25;
 
     /// Position of the variant; a new variant does not compile here until
     /// it is added, and then fails `one_of_each_covers_every_variant` until
@@ -635,6 +645,7 @@ mod tests {
             E::ConcurrencyLimit { .. } => 21,
             E::RateLimit { .. } => 22,
             E::BudgetExceeded { .. } => 23,
+            E::BodyTimeout { .. } => 24,
         }
     }
 
@@ -700,6 +711,7 @@ mod tests {
                 used_nano_usd: 1,
                 resets_at: None,
             },
+            E::BodyTimeout { idle_secs: 60 },
         ]
     }
 

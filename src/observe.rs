@@ -1,6 +1,7 @@
 //! Request ids, the one log line per request, and the rendering of relay
 //! errors (which need the request id) in one middleware.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -8,9 +9,11 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
-use crate::error::ErrorReport;
+use futures::FutureExt;
+
+use crate::error::{ErrorReport, RelayError};
 
 /// What is known about a request so far. The line is written when the last
 /// holder lets go: when the answer is complete, streams included.
@@ -124,10 +127,15 @@ impl Drop for RequestLog {
                 )
             };
         }
+        // Causes and reasons may quote the client (a model it asked for):
+        // recorded as strings, so the text format escapes them and a line
+        // break in a request cannot forge a log line.
         match (&fields.error, &fields.stream_error) {
-            (Some((cause, true)), _) => line!(warn, error = %cause, "request failed"),
-            (Some((cause, false)), _) => line!(info, error = %cause, "request refused"),
-            (None, Some(reason)) => line!(warn, stream_error = %reason, "stream ended early"),
+            (Some((cause, true)), _) => line!(warn, error = cause.as_str(), "request failed"),
+            (Some((cause, false)), _) => line!(info, error = cause.as_str(), "request refused"),
+            (None, Some(reason)) => {
+                line!(warn, stream_error = reason.as_str(), "stream ended early")
+            }
             (None, None) => line!(info, "request"),
         }
     }
@@ -147,7 +155,17 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         request.uri().path().to_owned(),
     ));
     request.extensions_mut().insert(Arc::clone(&log));
-    let mut response = next.run(request).await;
+    let mut response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        // A bug must still answer: a dropped connection would leave the
+        // client guessing (and an SDK retrying). Whatever the request held
+        // (leases, counts) was released as its future unwound.
+        Err(panic) => RelayError::Internal(anyhow::anyhow!(
+            "the request handler panicked: {}",
+            panic_message(panic.as_ref())
+        ))
+        .into_response(),
+    };
 
     let report = response.extensions_mut().remove::<ErrorReport>();
     log.finish_head(response.status().as_u16(), report.as_ref());
@@ -167,13 +185,24 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     response
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
 /// Logs go to stderr (stdout carries only what a person or a harness
-/// reads). `RUST_LOG` filters; the default is `info`.
+/// reads). `RUST_LOG` filters; the default is `info`. Colours only on a
+/// terminal: a log file or collector gets plain text.
 pub fn init_tracing(format: crate::config::LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         crate::config::LogFormat::Json => builder.json().try_init(),

@@ -168,6 +168,7 @@ impl SeedFile {
             if !ids.insert(("key", key.id.as_str())) {
                 bail!("key id {} appears twice", key.id);
             }
+            crate::store::check_id(&key.id).map_err(|err| anyhow::anyhow!("key: {err}"))?;
             match (&key.key, &key.key_sha256) {
                 (Some(_), None) => {}
                 (None, Some(hash)) if is_sha256_hex(hash) => {}

@@ -7,9 +7,11 @@
 //! can hold leases; the caller picks a name with the subject's hash tag.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::Script;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::store::{Conn, StoreResult};
@@ -237,6 +239,36 @@ async fn refresh_loop(mut conn: Conn, set: String, member: String, ttl: Duration
     }
 }
 
+/// Waits between the attempts to release a lease while Redis is away; a
+/// release that never lands leaves the lease to expire by itself.
+const RELEASE_RETRIES: [Duration; 4] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+];
+
+/// Releases still on their way to Redis, so a stopping relay can wait for
+/// them before its runtime goes (a task left then never runs).
+static RELEASING: LazyLock<(AtomicUsize, Notify)> =
+    LazyLock::new(|| (AtomicUsize::new(0), Notify::new()));
+
+/// Waits until every lease release under way has reached Redis or given
+/// up, at most `limit`.
+pub async fn drain_releases(limit: Duration) {
+    let (count, done) = &*RELEASING;
+    let wait = async {
+        loop {
+            let notified = done.notified();
+            if count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    let _ = tokio::time::timeout(limit, wait).await;
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         let Some(mut held) = self.held.take() else {
@@ -249,12 +281,25 @@ impl Drop for Lease {
             tracing::warn!(lease = %held.member, "no runtime to release a lease; it will expire");
             return;
         };
+        let (count, done) = &*RELEASING;
+        count.fetch_add(1, Ordering::SeqCst);
         runtime.spawn(async move {
-            if let Err(err) = release(&mut held.conn, &held.set, &held.member).await {
-                tracing::warn!(lease = %held.member, error = %err, "releasing a lease failed; it will expire");
+            let mut retries = RELEASE_RETRIES.iter();
+            loop {
+                let Err(err) = release(&mut held.conn, &held.set, &held.member).await else {
+                    break;
+                };
+                let Some(delay) = retries.next() else {
+                    tracing::warn!(lease = %held.member, error = %err, "releasing a lease failed; it will expire");
+                    break;
+                };
+                tokio::time::sleep(*delay).await;
             }
             if let Some(notify) = held.on_release.take() {
                 notify();
+            }
+            if count.fetch_sub(1, Ordering::SeqCst) == 1 {
+                done.notify_waiters();
             }
         });
     }

@@ -8,6 +8,7 @@ use futures::{Stream, StreamExt};
 use http_body_util::BodyExt;
 
 use super::meter::Meter;
+use crate::app::Stopping;
 use crate::error::RelayError;
 
 /// How much of an oversized body is read and thrown away so the client
@@ -15,10 +16,21 @@ use crate::error::RelayError;
 const DRAIN_MAX_BYTES: usize = 256 * 1024 * 1024;
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(30);
 
-/// Reads the body, refusing it once it passes `limit` bytes.
-pub async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, RelayError> {
+/// Reads the body, refusing it once it passes `limit` bytes, or once the
+/// client has sent nothing of it for `idle`.
+pub async fn read_limited(
+    mut body: Body,
+    limit: usize,
+    idle: Duration,
+) -> Result<Bytes, RelayError> {
     let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+            return Err(RelayError::BodyTimeout {
+                idle_secs: idle.as_secs(),
+            });
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|_| RelayError::InvalidBody {
             reason: "the body ended before its declared length".into(),
         })?;
@@ -52,18 +64,30 @@ pub async fn drain(mut body: Body) {
 /// shown to the meter. A gap longer than `idle` between chunks ends it.
 /// A stream that stops before `message_stop` (cut, reset, idle) gets one
 /// `error` event appended, so the client knows the answer is incomplete.
+/// A stopping relay whose shutdown grace is over ends the answers still
+/// running the same way, so they are counted and their leases released
+/// while it can still write to Redis.
 pub fn relay(
     upstream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     idle: Duration,
     meter: Meter,
+    stopping: Stopping,
 ) -> Body {
     let state = Relaying {
         upstream: Box::pin(upstream),
         meter,
+        stopping,
     };
     let stream = futures::stream::unfold(Some(state), move |state| async move {
         let mut state = state?;
-        let failure = match tokio::time::timeout(idle, state.upstream.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle, state.upstream.next()) => next,
+            () = state.stopping.wait() => {
+                let failure = "the relay stopped before the answer was complete";
+                return state.end_early(failure);
+            }
+        };
+        let failure = match next {
             Ok(Some(Ok(chunk))) => {
                 state.meter.feed(&chunk);
                 return Some((Ok(chunk), Some(state)));
@@ -76,10 +100,7 @@ pub fn relay(
             Ok(Some(Err(err))) => format!("the upstream stream failed: {err}"),
             Err(_) => format!("no data from the upstream for {} s", idle.as_secs()),
         };
-        state.meter.log().stream_failed(&failure);
-        let ending = state.ending();
-        state.meter.finish(false);
-        ending.map(|ending| (ending, None))
+        state.end_early(&failure)
     });
     Body::from_stream(stream)
 }
@@ -89,9 +110,21 @@ type BoxedUpstream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>>
 struct Relaying {
     upstream: BoxedUpstream,
     meter: Meter,
+    stopping: Stopping,
 }
 
+type Step = Option<(Result<Bytes, std::io::Error>, Option<Relaying>)>;
+
 impl Relaying {
+    /// The answer stops before its end: logged, counted as far as it went,
+    /// and closed for the client as `ending` says.
+    fn end_early(mut self, failure: &str) -> Step {
+        self.meter.log().stream_failed(failure);
+        let ending = self.ending();
+        self.meter.finish(false);
+        ending.map(|ending| (ending, None))
+    }
+
     /// How a stream that stopped early ends for the client: an `error`
     /// event after SSE (unless the upstream sent its own), an aborted body
     /// otherwise (a cut JSON body cannot be mended).
@@ -168,7 +201,12 @@ mod tests {
         let captured = Captured::default();
         let log = Arc::new(RequestLog::new("POST".into(), "/v1/messages".into()));
         let meter = Meter::new(UsageTap::sse(), Some(Box::new(captured.clone())), log);
-        let body = relay(futures::stream::iter(chunks), Duration::from_secs(5), meter);
+        let body = relay(
+            futures::stream::iter(chunks),
+            Duration::from_secs(5),
+            meter,
+            Stopping::never(),
+        );
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
         let counted = captured.0.lock().unwrap().clone();
         (bytes.to_vec(), counted)

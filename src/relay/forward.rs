@@ -280,6 +280,7 @@ fn respond(
                 upstream.bytes_stream(),
                 state.config.upstream.idle_timeout,
                 meter,
+                state.stopping.clone(),
             );
             *response.headers_mut() = headers;
             response

@@ -121,7 +121,11 @@ impl UsageSink for Billing {
         let cost = match prices.cost(&model, &observed.usage) {
             Some(cost) => cost,
             None => {
-                tracing::warn!(request_id, model = %model, "no price for this model; counted at zero cost");
+                tracing::warn!(
+                    request_id,
+                    model = model.as_str(),
+                    "no price for this model; counted at zero cost"
+                );
                 0
             }
         };

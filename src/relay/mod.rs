@@ -70,13 +70,18 @@ async fn relay_body_request(
     let (parts, body) = request.into_parts();
     let limit = state.config.body_limit_bytes;
     if declared_length(&parts.headers).is_some_and(|length| length > limit as u64) {
-        body::drain(body).await;
+        // A client waiting for `100 Continue` has sent none of the body:
+        // the refusal goes out at once instead of inviting the body only to
+        // throw it away (reading it would make hyper send the 100).
+        if !expects_continue(&parts.headers) {
+            body::drain(body).await;
+        }
         return Err(RelayError::BodyTooLarge { limit_bytes: limit });
     }
     let key = admit(&state, &log, &parts.headers, Some(service)).await?;
     check_header_text(&parts.headers)?;
     check_content_type(&parts.headers)?;
-    let bytes = body::read_limited(body, limit).await?;
+    let bytes = body::read_limited(body, limit, state.config.client_timeout).await?;
     let message = MessageRequest::parse(&bytes)?;
     log.set_model(&message.model);
     if !model_allowed(&key.allowed_models, &key.denied_models, &message.model) {
@@ -107,11 +112,10 @@ async fn relay_body_request(
 ///
 /// Past hyper's read buffer (8 KiB + 400 KiB) or past 100 header lines,
 /// hyper answers a bare 431 and closes, before any service runs, so that
-/// answer cannot carry the envelope. `axum::serve` builds its hyper
-/// connection with defaults and offers no hook; serving through
-/// `hyper_util`'s builder would allow a larger buffer, but that only moves
-/// the point where hyper answers on its own, at a memory cost per
-/// connection. The relay's own limit sits well below it.
+/// answer cannot carry the envelope. The server (see `app`) keeps hyper's
+/// defaults: a larger buffer would only move the point where hyper answers
+/// on its own, at a memory cost per connection. The relay's own limit sits
+/// well below it.
 pub async fn limit_headers(
     State(state): State<AppState>,
     request: Request,
@@ -217,6 +221,12 @@ pub(crate) fn store_error(err: crate::store::StoreError) -> RelayError {
         crate::store::StoreError::Redis(err) => RelayError::StoreUnavailable(err),
         other => RelayError::Internal(other.into()),
     }
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

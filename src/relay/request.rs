@@ -12,6 +12,11 @@ use serde_json::value::RawValue;
 
 use crate::error::RelayError;
 
+/// Longest `model` accepted. Model ids are a few dozen characters; the
+/// value goes into log lines, error details and usage records, so a
+/// megabyte of it is refused before it reaches any of them.
+pub const MODEL_MAX_CHARS: usize = 256;
+
 /// The facts the pipeline needs from a request body.
 #[derive(Debug, Clone)]
 pub struct MessageRequest {
@@ -64,6 +69,11 @@ impl MessageRequest {
             .map_err(|_| invalid_body("`model` must be a string"))?;
         if model.trim().is_empty() {
             return Err(invalid_body("`model` must not be empty"));
+        }
+        if model.chars().count() > MODEL_MAX_CHARS {
+            return Err(invalid_body(&format!(
+                "`model` must be at most {MODEL_MAX_CHARS} characters"
+            )));
         }
         match view.messages {
             Some(messages) if messages.get().starts_with('[') => {}
@@ -158,6 +168,18 @@ mod tests {
             code(parse(r#"{"model":"m","messages":[]} x"#)),
             "invalid_json"
         );
+    }
+
+    #[test]
+    fn a_model_longer_than_the_limit_is_refused_and_one_at_the_limit_is_read() {
+        let at_limit = "m".repeat(MODEL_MAX_CHARS);
+        let over = "é".repeat(MODEL_MAX_CHARS + 1);
+
+        let read = parse(&format!(r#"{{"model":"{at_limit}","messages":[]}}"#)).unwrap();
+        let refused = parse(&format!(r#"{{"model":"{over}","messages":[]}}"#));
+
+        assert_eq!(read.model, at_limit);
+        assert_eq!(code(refused), "invalid_body");
     }
 
     #[test]

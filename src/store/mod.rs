@@ -182,19 +182,34 @@ impl Names {
     }
 }
 
+/// Longest name kept whole in a Redis key.
+const TAG_MAX_CHARS: usize = 128;
+
 /// Names taken from requests (models) may hold any character: keep those
 /// that cannot break a key name or a hash tag, replace the rest.
 fn tag_safe(name: &str) -> String {
     name.chars()
-        .take(128)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._:-@".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
+        .take(TAG_MAX_CHARS)
+        .map(|c| if tag_char(c) { c } else { '_' })
         .collect()
+}
+
+fn tag_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._:-@".contains(c)
+}
+
+/// An id the operator picks (a key's) names its counters, leases and
+/// budgets in Redis through [`tag_safe`], so two ids that read the same
+/// there would share them: only ids it keeps unchanged are accepted.
+pub fn check_id(id: &str) -> Result<(), String> {
+    let length = id.chars().count();
+    if length == 0 || length > TAG_MAX_CHARS || !id.chars().all(tag_char) {
+        return Err(format!(
+            "the id {id:?} must be 1 to {TAG_MAX_CHARS} characters among letters, digits \
+             and . _ : - @"
+        ));
+    }
+    Ok(())
 }
 
 impl Store {
@@ -362,4 +377,17 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &str, json: &str) -> S
         key: key.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_that_would_share_counters_with_another_id_are_refused() {
+        for bad in ["a b", "a/b", "{key}", "", "é", &"k".repeat(129)] {
+            assert!(super::check_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["key-1", "alice@laptop", "team.a:1_2", &"k".repeat(128)] {
+            assert!(super::check_id(good).is_ok(), "{good:?}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -36,7 +36,15 @@ const MONTH_TTL: Duration = Duration::from_secs(5 * 366 * 86_400);
 /// How long a request id is remembered, so a retried write is not counted
 /// twice.
 const SEEN_TTL: Duration = Duration::from_secs(86_400);
-const RETRY_DELAYS_MS: [u64; 5] = [100, 400, 1_600, 6_400, 25_600];
+/// While Redis is away a count is retried, the wait growing from the first
+/// delay to at most the longest, for `RETRY_FOR`: an outage of hours loses
+/// nothing. Well inside `SEEN_TTL`, so a write that landed but whose reply
+/// was lost is still recognised when it is sent again.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LONGEST_RETRY: Duration = Duration::from_secs(30);
+const RETRY_FOR: Duration = Duration::from_secs(6 * 3600);
+/// Every retry is logged up to here, then one in this many.
+const RETRIES_LOGGED: usize = 5;
 
 /// One answer's usage, ready to be counted.
 #[derive(Debug, Clone)]
@@ -162,13 +170,37 @@ return 1
 
 static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD));
 
+/// The waits between the attempts to count one answer: growing fourfold
+/// from `FIRST_RETRY` up to `LONGEST_RETRY`, for `RETRY_FOR` in all.
+fn retry_delays() -> impl Iterator<Item = Duration> {
+    let mut next = FIRST_RETRY;
+    let mut waited = Duration::ZERO;
+    std::iter::from_fn(move || {
+        if waited >= RETRY_FOR {
+            return None;
+        }
+        let delay = next;
+        waited += delay;
+        next = (next * 4).min(LONGEST_RETRY);
+        Some(delay)
+    })
+}
+
 /// Counts usage; cheap to clone. Tracks writes still in flight so a
-/// stopping relay can wait for them.
+/// stopping relay can wait for them, and name those it could not wait for.
 #[derive(Clone)]
 pub struct Recorder {
     store: Store,
     offset: UtcOffset,
-    in_flight: Arc<(AtomicUsize, Notify)>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Counts not yet written, by request id.
+#[derive(Default)]
+struct InFlight {
+    events: Mutex<HashMap<String, UsageEvent>>,
+    count: AtomicUsize,
+    done: Notify,
 }
 
 impl Recorder {
@@ -176,7 +208,7 @@ impl Recorder {
         Recorder {
             store,
             offset,
-            in_flight: Arc::new((AtomicUsize::new(0), Notify::new())),
+            in_flight: Arc::default(),
         }
     }
 
@@ -189,36 +221,43 @@ impl Recorder {
     /// Redis is away; each attempt is idempotent.
     pub fn spawn(&self, event: UsageEvent) {
         let recorder = self.clone();
-        self.in_flight.0.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.count.fetch_add(1, Ordering::SeqCst);
+        self.in_flight
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(event.request_id.clone(), event.clone());
         tokio::spawn(async move {
             recorder.record_with_retries(&event).await;
-            if recorder.in_flight.0.fetch_sub(1, Ordering::SeqCst) == 1 {
-                recorder.in_flight.1.notify_waiters();
+            recorder
+                .in_flight
+                .events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&event.request_id);
+            if recorder.in_flight.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+                recorder.in_flight.done.notify_waiters();
             }
         });
     }
 
     async fn record_with_retries(&self, event: &UsageEvent) {
-        let mut delays = RETRY_DELAYS_MS.iter();
+        let mut delays = retry_delays().enumerate();
         loop {
             let err = match self.record(event).await {
                 Ok(()) => return,
                 Err(err) => err,
             };
-            let Some(delay) = delays.next() else {
+            let Some((retry, delay)) = delays.next() else {
                 crate::telemetry::usage_write_failed(false);
-                tracing::error!(
-                    request_id = %event.request_id, key_id = %event.key_id,
-                    account_id = %event.account_id, model = %event.model,
-                    input_tokens = event.usage.input_tokens, output_tokens = event.usage.output_tokens,
-                    cost_nano_usd = event.cost_nano_usd, error = %err,
-                    "usage could not be counted"
-                );
+                lost(event, &err.to_string(), "usage could not be counted");
                 return;
             };
             crate::telemetry::usage_write_failed(true);
-            tracing::warn!(request_id = %event.request_id, error = %err, "counting usage failed; retrying");
-            tokio::time::sleep(Duration::from_millis(*delay)).await;
+            if retry < RETRIES_LOGGED || retry % RETRIES_LOGGED == 0 {
+                tracing::warn!(request_id = %event.request_id, retry, error = %err, "counting usage failed; retrying");
+            }
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -226,14 +265,33 @@ impl Recorder {
     pub async fn drain(&self, limit: Duration) {
         let wait = async {
             loop {
-                let notified = self.in_flight.1.notified();
-                if self.in_flight.0.load(Ordering::SeqCst) == 0 {
+                let notified = self.in_flight.done.notified();
+                if self.in_flight.count.load(Ordering::SeqCst) == 0 {
                     return;
                 }
                 notified.await;
             }
         };
         let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    /// Logs every count still unwritten, with all its figures, for an
+    /// operator to add by hand: a stopping relay calls it once it has
+    /// waited for them as long as it can. Returns how many there were.
+    pub fn report_unwritten(&self) -> usize {
+        let events = self
+            .in_flight
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for event in events.values() {
+            lost(
+                event,
+                "the relay stopped before Redis took it",
+                "usage could not be counted",
+            );
+        }
+        events.len()
     }
 
     /// One round trip: a script per counter group, each on its own hash
@@ -364,6 +422,26 @@ impl Recorder {
     }
 }
 
+/// One count given up, logged with every figure it had.
+fn lost(event: &UsageEvent, error: &str, message: &str) {
+    let usage = &event.usage;
+    tracing::error!(
+        request_id = %event.request_id,
+        key_id = event.key_id.as_str(),
+        account_id = event.account_id.as_str(),
+        model = event.model.as_str(),
+        at = %event.at,
+        input_tokens = usage.input_tokens,
+        output_tokens = usage.output_tokens,
+        cache_creation_5m_input_tokens = usage.cache_creation_5m_input_tokens,
+        cache_creation_1h_input_tokens = usage.cache_creation_1h_input_tokens,
+        cache_read_input_tokens = usage.cache_read_input_tokens,
+        cost_nano_usd = event.cost_nano_usd,
+        error,
+        "{message}"
+    );
+}
+
 pub fn periods(at: OffsetDateTime, offset: UtcOffset) -> [Period; 3] {
     let local = at.to_offset(offset);
     [
@@ -377,6 +455,17 @@ pub fn periods(at: OffsetDateTime, offset: UtcOffset) -> [Period; 3] {
 mod tests {
     use super::*;
     use time::macros::{datetime, offset};
+
+    #[test]
+    fn a_count_is_retried_for_hours_at_most_thirty_seconds_apart_within_the_seen_window() {
+        let delays: Vec<Duration> = retry_delays().collect();
+        let total: Duration = delays.iter().sum();
+
+        assert_eq!(delays[0], FIRST_RETRY);
+        assert!(delays.iter().all(|delay| *delay <= LONGEST_RETRY));
+        assert!(total >= RETRY_FOR, "{total:?}");
+        assert!(total + LONGEST_RETRY < SEEN_TTL, "{total:?}");
+    }
 
     #[test]
     fn days_and_months_follow_the_configured_offset() {

@@ -25,9 +25,14 @@ pub struct SseParser {
     has_data: bool,
     wanted: bool,
     interest: Interest,
-    /// Longest line kept; longer lines of wanted events are truncated
-    /// (their JSON then fails to parse, which the caller logs).
+    /// Longest line kept, and longest data kept for one wanted event;
+    /// longer lines are truncated, and an event whose data lines add up to
+    /// more is dispatched without its data (its JSON then fails to parse,
+    /// which the caller logs). An upstream cannot make the parser hold
+    /// more, whatever it sends.
     max_line: usize,
+    /// The current event's data went past `max_line`.
+    overflowed: bool,
 }
 
 impl SseParser {
@@ -41,6 +46,7 @@ impl SseParser {
             wanted: interest(None),
             interest,
             max_line,
+            overflowed: false,
         }
     }
 
@@ -114,11 +120,17 @@ impl SseParser {
                 self.name = Some(event);
             }
             b"data" => {
-                if self.wanted {
-                    if self.has_data {
-                        self.data.push(b'\n');
+                if self.wanted && !self.overflowed {
+                    let separator = usize::from(self.has_data);
+                    if self.data.len() + separator + value.len() > self.max_line {
+                        self.overflowed = true;
+                        self.data = Vec::new();
+                    } else {
+                        if self.has_data {
+                            self.data.push(b'\n');
+                        }
+                        self.data.extend_from_slice(value);
                     }
-                    self.data.extend_from_slice(value);
                 }
                 self.has_data = true;
             }
@@ -129,6 +141,7 @@ impl SseParser {
     fn dispatch(&mut self, on_event: &mut dyn FnMut(SseEvent)) {
         let name = self.name.take();
         let data = std::mem::take(&mut self.data);
+        self.overflowed = false;
         let complete = std::mem::take(&mut self.has_data);
         let wanted = std::mem::replace(&mut self.wanted, (self.interest)(None));
         if complete && wanted {
@@ -160,6 +173,20 @@ mod tests {
             name: Some(name.into()),
             data: data.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn an_event_whose_data_lines_add_up_past_the_limit_is_dispatched_without_its_data() {
+        let mut parser = SseParser::new(everything, 16);
+        let mut events = Vec::new();
+        let many_lines = "data: 0123456789\n".repeat(1000);
+
+        parser.feed(
+            format!("event: big\n{many_lines}\nevent: small\ndata: {{}}\n\n").as_bytes(),
+            &mut |event| events.push(event),
+        );
+
+        assert_eq!(events, [event("big", ""), event("small", "{}")]);
     }
 
     #[test]

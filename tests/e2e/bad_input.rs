@@ -133,3 +133,39 @@ async fn a_key_header_that_is_not_utf8_gets_401_invalid_api_key() {
     assert_eq!(response.error_code(), "invalid_api_key");
     env.assert_untouched().await;
 }
+
+/// A model id is a few dozen characters; a megabyte of one would land in
+/// log lines, error details and usage records.
+#[tokio::test]
+async fn a_model_of_a_megabyte_gets_400_invalid_body_and_reaches_nothing() {
+    let env = TestEnv::start().await;
+    let model = format!("claude-sonnet-4-5{}", "x".repeat(1024 * 1024));
+    let request = format!(r#"{{"model":"{model}","max_tokens":5,"messages":[]}}"#);
+
+    let response = env.post_messages(K1, request).await;
+
+    assert_eq!(response.status, 400);
+    snapshot::error_body("invalid_body_model_too_long", &response);
+    env.assert_untouched().await;
+}
+
+/// curl and other clients send `Expect: 100-continue` before a large body:
+/// the refusal must come before the body is invited, not after it was
+/// uploaded for nothing.
+#[tokio::test]
+async fn an_oversized_body_announced_with_expect_continue_is_refused_before_it_is_sent() {
+    let env = TestEnv::start().await;
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: relay\r\nx-api-key: {K1}\r\n\
+         content-type: application/json\r\nexpect: 100-continue\r\n\
+         content-length: {}\r\n\r\n",
+        64 * 1024 * 1024
+    );
+
+    let answer = raw::send_then_half_close(env.addr(), request.as_bytes()).await;
+
+    let answer = answer.expect("the relay answers");
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.error_code(), "body_too_large");
+    env.assert_untouched().await;
+}

@@ -25,6 +25,7 @@ mod keys;
 mod models;
 mod pick_script;
 mod rate_limits;
+mod robustness;
 mod selection;
 mod smoke;
 mod sticky;

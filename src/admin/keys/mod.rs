@@ -110,8 +110,10 @@ async fn create(
 ) -> anyhow::Result<()> {
     check_clients(config, &args.allowed_clients)?;
     let id = match args.id {
-        Some(id) if id.trim().is_empty() => bail!("--id must not be empty"),
-        Some(id) => id,
+        Some(id) => {
+            crate::store::check_id(&id).map_err(|err| anyhow::anyhow!("--id: {err}"))?;
+            id
+        }
         None => generated_id()?,
     };
     if store.key_by_id(&id).await?.is_some() {

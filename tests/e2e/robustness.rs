@@ -1,0 +1,391 @@
+//! What clients, upstreams and Redis do wrong, and what the relay must
+//! still do: answer, count each answer once, and let go of what it holds.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use claude_relay::usage::record::Subject;
+use futures::StreamExt;
+use secrecy::ExposeSecret;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::binaries::relay_command;
+use crate::harness::{Answer, K1, TestEnv, body, snapshot};
+
+/// An upstream's `retry-after` too large for a duration once made the
+/// request's task panic: the client's connection closed without an answer.
+#[tokio::test]
+async fn a_429_whose_retry_after_is_past_any_duration_still_gets_an_answer() {
+    let env = TestEnv::start().await;
+    env.mock.push_answers(
+        "sk-up-A",
+        vec![
+            Answer::error(429, "rate_limit_error", "slow down")
+                .header("retry-after", "99999999999999999999"),
+        ],
+    );
+
+    let response = env.post_messages(K1, body(false)).await;
+
+    assert!([429, 500].contains(&response.status), "{response:?}");
+    assert_eq!(response.json()["type"], "error");
+}
+
+/// A client that stops sending its body half way gets an answer in time
+/// instead of holding the connection for ever.
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408_request_timeout() {
+    let env = TestEnv::builder()
+        .config(|config| config.client_timeout = Duration::from_secs(1))
+        .start()
+        .await;
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: relay\r\nx-api-key: {K1}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"model\":"
+    );
+    let mut stream = TcpStream::connect(env.addr()).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let response = crate::harness::TestResponse {
+        status: 408,
+        headers: head_of(&answer),
+        body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+    };
+    snapshot::error_body("request_timeout", &response);
+    env.assert_untouched().await;
+}
+
+/// Connections that send nothing, or trickle their headers, are closed
+/// after the client timeout: otherwise they hold a socket each, for ever,
+/// and enough of them leave the relay without file descriptors.
+#[tokio::test]
+async fn silent_and_trickling_connections_are_closed_after_the_client_timeout() {
+    let env = TestEnv::builder()
+        .config(|config| config.client_timeout = Duration::from_secs(1))
+        .start()
+        .await;
+    let mut silent = TcpStream::connect(env.addr()).await.unwrap();
+    let mut trickling = TcpStream::connect(env.addr()).await.unwrap();
+    trickling
+        .write_all(b"POST /v1/messages HTTP/1.1\r\nhost: relay\r\n")
+        .await
+        .unwrap();
+
+    let started = tokio::time::Instant::now();
+    let from_silent = read_until_closed(&mut silent, Duration::from_secs(10)).await;
+    let from_trickling = read_until_closed(&mut trickling, Duration::from_secs(10)).await;
+
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(from_silent.is_empty());
+    assert!(!String::from_utf8_lossy(&from_trickling).starts_with("HTTP/1.1 2"));
+}
+
+/// The client timeout is about the client's request, not the answer: a
+/// stream quiet for longer than it, and a kept-alive connection between
+/// requests, are left alone.
+#[tokio::test]
+async fn a_quiet_stream_longer_than_the_client_timeout_is_not_cut() {
+    let env = TestEnv::builder()
+        .config(|config| config.client_timeout = Duration::from_secs(1))
+        .start()
+        .await;
+    env.mock.push_answers(
+        "sk-up-A",
+        vec![Answer::sse_standard(mock_upstream::SseStandard {
+            deltas: vec!["slow ".into(), "answer".into()],
+            delta_pause_ms: 1_500,
+            ..Default::default()
+        })],
+    );
+
+    let response = env.post_messages(K1, body(true)).await;
+
+    assert_eq!(response.status, 200);
+    assert!(response.text().contains("event: message_stop"));
+}
+
+/// Ids are kept in Redis names with every character outside a small set
+/// replaced: `a b` and `a_b` would share usage, leases and budgets.
+#[tokio::test]
+async fn a_key_id_with_characters_redis_names_do_not_keep_is_refused() {
+    let env = TestEnv::start().await;
+
+    let spaced = env
+        .keys_cli(&["create", "--name", "K", "--id", "a b"])
+        .await;
+    let braced = env
+        .keys_cli(&["create", "--name", "K", "--id", "{key:x}"])
+        .await;
+    let plain = env
+        .keys_cli(&["create", "--name", "K", "--id", "a_b"])
+        .await;
+
+    assert!(spaced.is_err());
+    assert!(braced.is_err());
+    assert!(plain.is_ok(), "{plain:?}");
+}
+
+/// Redis goes away while a stream runs and comes back after it ended: the
+/// answer is counted once, and its lease is released without waiting for
+/// it to expire.
+#[tokio::test]
+async fn an_answer_that_ends_while_redis_is_away_is_counted_once_when_it_returns() {
+    let proxy = FlakyProxy::start(&crate::harness::redis::redis_url()).await;
+    let proxy_url = proxy.url();
+    let env = TestEnv::builder()
+        .k1(json!({"concurrency_limit": 1}))
+        .config(move |config| config.redis.url = proxy_url.into())
+        .start()
+        .await;
+    env.mock.push_answers(
+        "sk-up-A",
+        vec![Answer::sse_standard(mock_upstream::SseStandard {
+            input: 7,
+            output: 30,
+            deltas: (0..10).map(|i| format!("part {i} ")).collect(),
+            delta_pause_ms: 100,
+            ..Default::default()
+        })],
+    );
+
+    let response = env.messages(K1, body(true)).send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    let mut text = String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()).into_owned();
+    proxy.set_up(false);
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    proxy.set_up(true);
+    until_redis_answers(&env).await;
+
+    assert!(text.contains("event: message_stop"), "{text}");
+    let counted = env.usage_after(Subject::Key("key-1"), 1).await;
+    assert_eq!(counted.requests, 1);
+    assert_eq!(counted.input_tokens, 7);
+    assert_eq!(counted.output_tokens, 30);
+    env.until_no_leases("key-1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.settled_total(Subject::Key("key-1")).await.requests, 1);
+}
+
+/// Streams still running when the shutdown grace is over end with an
+/// `error` event (not a cut connection), and are counted and release their
+/// leases before the process exits.
+#[tokio::test]
+async fn streams_outliving_the_shutdown_grace_are_ended_counted_and_released() {
+    let env = TestEnv::builder()
+        .k1(json!({"concurrency_limit": 2}))
+        .start()
+        .await;
+    let answer = || {
+        Answer::sse_standard(mock_upstream::SseStandard {
+            input: 5,
+            output: 99,
+            deltas: (0..60).map(|i| format!("part {i} ")).collect(),
+            delta_pause_ms: 100,
+            ..Default::default()
+        })
+    };
+    env.mock.push_answers("sk-up-A", vec![answer(), answer()]);
+    let redis_url = env.config.redis.url.expose_secret().to_owned();
+    let account_key = env.config.secrets.account_key.as_ref().unwrap();
+    let mut child = relay_command(&redis_url, &env.config.redis.prefix)
+        .arg("serve")
+        .env("RELAY_ACCOUNT_KEY", account_key.expose_secret())
+        .env("RELAY_SHUTDOWN_GRACE_SECS", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let pid = child.id();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let response = client
+            .post(format!("{base}/v1/messages"))
+            .header("x-api-key", K1)
+            .header("content-type", "application/json")
+            .body(body(true))
+            .send()
+            .await
+            .unwrap();
+        let mut stream = response.bytes_stream();
+        stream.next().await.unwrap().unwrap();
+        streams.push(stream);
+    }
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut endings = Vec::new();
+    for mut stream in streams {
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.expect("no cut connection")));
+        }
+        endings.push(text);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(killed.success());
+    assert!(status.success(), "exit status {status}");
+    for text in endings {
+        assert!(!text.contains("message_stop"), "{text}");
+        assert!(text.contains("event: error\ndata: {"), "{text}");
+    }
+    let counted = env.total(Subject::Key("key-1")).await;
+    assert_eq!(counted.requests, 2);
+    assert_eq!(counted.input_tokens, 10);
+    assert!(env.leases("key-1").await.is_empty());
+}
+
+/// Waits until the relay's connection and the test's answer again after an
+/// outage (each notices it on its next call, which fails, and reconnects).
+async fn until_redis_answers(env: &TestEnv) {
+    use claude_relay::usage::record::Period;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while env.store.ping().await.is_err()
+        || env
+            .recorder
+            .read(Subject::Key("key-1"), &[Period::Total])
+            .await
+            .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads until the peer closes (or resets) the connection, at most `limit`.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the relay kept the connection open");
+    received
+}
+
+fn head_of(answer: &str) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let head = &answer[..answer.find("\r\n\r\n").unwrap_or(answer.len())];
+    for line in head.split("\r\n").skip(1) {
+        if let Some((name, value)) = line.split_once(':') {
+            headers.append(
+                reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+                    .expect("a header name"),
+                reqwest::header::HeaderValue::from_str(value.trim()).expect("a header value"),
+            );
+        }
+    }
+    headers
+}
+
+/// A TCP proxy to Redis that can be taken down (every connection dropped,
+/// new ones refused, as when Redis stops) and brought back on its port.
+struct FlakyProxy {
+    addr: SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl FlakyProxy {
+    async fn start(redis_url: &str) -> FlakyProxy {
+        let target = redis_url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let first = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port for the proxy");
+        let addr = first.local_addr().expect("the proxy address");
+        let (up, mut up_signal) = tokio::sync::watch::channel(true);
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = tokio::spawn({
+            let links = Arc::clone(&links);
+            async move {
+                let mut listener = Some(first);
+                loop {
+                    if up_signal.wait_for(|up| *up).await.is_err() {
+                        return;
+                    }
+                    let bound = match listener.take() {
+                        Some(bound) => bound,
+                        None => TcpListener::bind(addr).await.expect("the proxy port again"),
+                    };
+                    loop {
+                        tokio::select! {
+                            accepted = bound.accept() => {
+                                let Ok((mut client, _)) = accepted else { break };
+                                let target = target.clone();
+                                links.lock().expect("the proxy links").push(tokio::spawn(async move {
+                                    if let Ok(mut redis) = TcpStream::connect(&target).await {
+                                        let _ = tokio::io::copy_bidirectional(&mut client, &mut redis)
+                                            .await;
+                                    }
+                                }));
+                            }
+                            _ = up_signal.wait_for(|up| !*up) => break,
+                        }
+                    }
+                }
+            }
+        });
+        FlakyProxy {
+            addr,
+            up,
+            links,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn set_up(&self, up: bool) {
+        let _ = self.up.send(up);
+        if !up {
+            for link in self.links.lock().expect("the proxy links").drain(..) {
+                link.abort();
+            }
+        }
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.set_up(false);
+    }
+}
