@@ -273,7 +273,8 @@ impl RelayError {
             }
             E::NotFound { method, path } => format!(
                 "There is no route {method} {path} on this relay. It serves POST /v1/messages, \
-                 POST /v1/messages/count_tokens and GET /v1/models."
+                 POST /v1/messages/count_tokens, GET /v1/models and GET /relay/key, and for \
+                 operators GET /health, /ready and /metrics."
             ),
             E::MethodNotAllowed { method, path } => format!(
                 "This relay does not accept {method} on {path}. Use POST for /v1/messages and \

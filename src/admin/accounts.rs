@@ -119,9 +119,9 @@ pub async fn run(
 
 /// The checks shared by `accounts add` and the seed file.
 pub fn check_fields(id: &str, base_url: &str, group: Option<&str>) -> anyhow::Result<()> {
-    if id.trim().is_empty() || id.contains(char::is_whitespace) {
-        bail!("an account id must be non-empty and without spaces");
-    }
+    // Ids become Redis key names and hash tags; ids that differ only in
+    // other characters would share counters and leases.
+    crate::store::check_id(id).map_err(|err| anyhow::anyhow!("account: {err}"))?;
     if crate::upstream::client::join_url(base_url, "/").is_none() {
         bail!("base_url {base_url:?} is not an http(s) URL");
     }

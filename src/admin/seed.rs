@@ -459,6 +459,8 @@ mod tests {
             r#"{"id":"a","name":"A","base_url":"${MOCK_URL}","credential":"c","group":" "}"#,
             r#"{"id":"a","name":"A","base_url":"ftp://x","credential":"c"}"#,
             r#"{"id":"a b","name":"A","base_url":"${MOCK_URL}","credential":"c"}"#,
+            r#"{"id":"acct/x","name":"A","base_url":"${MOCK_URL}","credential":"c"}"#,
+            r#"{"id":"acct{x","name":"A","base_url":"${MOCK_URL}","credential":"c"}"#,
             r#"{"id":"a","name":"A","base_url":"${MOCK_URL}","credential":"c","daily_quota_usd":-1}"#,
             r#"{"id":"a","name":"A","base_url":"${MOCK_URL}","credential":"c","daily_quota_usd":"1"}"#,
         ] {

@@ -183,6 +183,23 @@ impl KeyStatus {
     /// What `claude-relay limits show` prints.
     pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "key {} ({})", self.id, self.name)?;
+        for (period, counters) in [
+            ("today", &self.today),
+            ("this month", &self.month),
+            ("total", &self.total),
+        ] {
+            writeln!(
+                out,
+                "{period:<15} {} requests, {} input and {} output tokens, ${}",
+                counters.requests,
+                counters.input_tokens,
+                counters.output_tokens,
+                crate::usage::report::usd(counters.cost_nano_usd)
+            )?;
+        }
+        if !self.limits.checks_anything() {
+            writeln!(out, "no limits set")?;
+        }
         if self.limits.concurrency > 0 {
             let wait = match self.limits.wait_for_slot_secs {
                 0 => String::new(),

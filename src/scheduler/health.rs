@@ -154,7 +154,10 @@ pub fn rate_limit_cooldown(
 fn retry_after(headers: &HeaderMap, now: OffsetDateTime) -> Option<Duration> {
     let text = headers.get("retry-after")?.to_str().ok()?.trim();
     if let Ok(secs) = text.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        // `try_`: a value past what a Duration holds (the upstream's
+        // mistake) is too long, not a reason to fail; the cap applies.
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
     }
     let format = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
@@ -336,9 +339,11 @@ mod tests {
     #[test]
     fn rate_limits_follow_retry_after_then_reset_headers_then_the_default() {
         let unified = (NOW.unix_timestamp() + 3600).to_string();
-        let cases: [(&[(&'static str, &str)], u64); 7] = [
+        let cases: [(&[(&'static str, &str)], u64); 9] = [
             (&[("retry-after", "20")], 20),
             (&[("retry-after", "99999")], 1800),
+            (&[("retry-after", "99999999999999999999")], 1800),
+            (&[("retry-after", "1e300")], 1800),
             (&[("retry-after", "Fri, 04 Dec 2026 12:00:45 GMT")], 45),
             (&[("anthropic-ratelimit-unified-reset", &unified)], 3600),
             (

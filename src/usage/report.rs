@@ -79,6 +79,17 @@ async fn subjects(
     recorder: &Recorder,
     query: &Query,
 ) -> anyhow::Result<Vec<(&'static str, String)>> {
+    // A mistyped id would print an empty report that looks like no use.
+    if let Some(id) = &query.key
+        && store.key_by_id(id).await?.is_none()
+    {
+        anyhow::bail!("no key with id {id}");
+    }
+    if let Some(id) = &query.account
+        && store.account(id).await?.is_none()
+    {
+        anyhow::bail!("no account with id {id}");
+    }
     let mut chosen = Vec::new();
     chosen.extend(query.key.iter().map(|id| ("key", id.clone())));
     chosen.extend(query.account.iter().map(|id| ("account", id.clone())));

@@ -204,6 +204,10 @@ async fn usage_command_reports_the_numbers_the_relay_counted() {
         .args(["usage", "--key", "key-1"])
         .output()
         .unwrap();
+    let unknown = relay_command(&redis_url, &env.config.redis.prefix)
+        .args(["usage", "--key", "key-nope"])
+        .output()
+        .unwrap();
 
     assert!(
         json.status.success(),
@@ -223,6 +227,8 @@ async fn usage_command_reports_the_numbers_the_relay_counted() {
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.starts_with("key key-1\n"), "{table}");
     assert!(table.contains("0.0010935"), "{table}");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no key with id key-nope"));
 }
 
 /// SIGTERM stops new work but lets a running stream finish.
@@ -397,6 +403,7 @@ async fn limits_show_prints_a_keys_leases_window_and_budgets() {
 
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.starts_with("key key-s (S)\n"), "{text}");
+    assert!(text.contains("\ntoday           1 requests, "), "{text}");
     assert!(text.contains("concurrency     0 of 2 in use"), "{text}");
     assert!(text.contains("  requests      1 of 10\n"), "{text}");
     assert!(text.contains("daily budget    $"), "{text}");
