@@ -151,26 +151,25 @@ impl Store {
         Ok(self.conn.clone().get(self.names.sticky(session)).await?)
     }
 
-    /// Adds a request's cost to the account's spending on `day`, once per
-    /// request id however often it is retried. Sits beside the account's
+    /// Adds costs to the accounts' spending on `day`, once per `write_id`
+    /// however often the write is retried. Sits beside the account's
     /// own usage counters (on another hash tag), so the pick script can
     /// read it in its one slot.
     pub async fn add_account_spend(
         &self,
-        request_id: &str,
-        account_id: &str,
+        write_id: &str,
         day: Date,
-        cost_nano_usd: u64,
+        costs: &std::collections::BTreeMap<String, u64>,
     ) -> StoreResult<()> {
-        let _: i64 = redis::Script::new(ADD_SPEND)
-            .key(self.names.accounts_spend_seen(request_id))
+        let mut call = ADD_SPEND.prepare_invoke();
+        call.key(self.names.accounts_spend_seen(write_id))
             .key(self.names.accounts_spend(&Period::Day(day)))
             .arg(SPEND_SEEN_TTL.as_secs())
-            .arg(account_id)
-            .arg(cost_nano_usd)
-            .arg(SPEND_TTL.as_secs())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(SPEND_TTL.as_secs());
+        for (account_id, cost) in costs {
+            call.arg(account_id).arg(cost);
+        }
+        let _: i64 = call.invoke_async(&mut self.conn.clone()).await?;
         Ok(())
     }
 
@@ -275,12 +274,15 @@ if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 
 /// KEYS: seen marker, spend. ARGV: seen TTL, account id, cost, spend TTL
 /// (seconds). Adds nothing if the marker exists.
-const ADD_SPEND: &str = r"
+const ADD_SPEND_LUA: &str = r"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 ";
+
+static ADD_SPEND: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(ADD_SPEND_LUA));
 
 /// KEYS: status, last_used, spend, then per id its cooldown and leases.
 /// ARGV: ids. Reads only: expired leases are left for the next pick.

@@ -2,6 +2,7 @@
 //! relay passes through, priced in integer nano-dollars, and counted per
 //! key, account and model.
 
+pub mod batch;
 pub mod pricing;
 pub mod record;
 pub mod report;

@@ -1,6 +1,7 @@
 //! Usage counters in Redis: per key, account and model, per day, month and
-//! total. Written after the answer, off the client's path, in one round
-//! trip, and exactly once per request even when a write is retried.
+//! total. Written after the answer, off the client's path, gathered for a
+//! moment and merged into one round trip, and exactly once per request even
+//! when a write is retried.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,8 +15,9 @@ use tokio::sync::Notify;
 use redis::Script;
 
 use super::Usage;
+use super::batch::Merged;
 use crate::limits::KeyLimits;
-use crate::limits::counters::{Extra, KeyCounters};
+use crate::limits::counters::KeyCounters;
 use crate::limits::spec::Family;
 use crate::store::{Store, StoreResult};
 
@@ -143,20 +145,14 @@ pub enum Subject<'a> {
     Model(&'a str),
 }
 
-/// KEYS: seen marker, day, month, total, then extra hashes. ARGV: seen
-/// ttl, day ttl, month ttl, the number of field/increment pairs and the
-/// pairs, then for each extra hash its ttl (0: none), its number of pairs
-/// and its pairs. Counts nothing if the marker exists.
+/// KEYS: the seen marker, then the hashes. ARGV: the marker's ttl, then
+/// for each hash its ttl (0: none), its number of field/increment pairs and
+/// the pairs. Counts nothing if the marker exists, so a retried write is
+/// never counted twice.
 const RECORD: &str = r"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-local at = 5
-for i = 1, tonumber(ARGV[4]) do
-  for k = 2, 4 do redis.call('HINCRBY', KEYS[k], ARGV[at], ARGV[at + 1]) end
-  at = at + 2
-end
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-for k = 5, #KEYS do
+local at = 2
+for k = 2, #KEYS do
   local ttl, pairs = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   at = at + 2
   for i = 1, pairs do
@@ -169,6 +165,11 @@ return 1
 ";
 
 static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD));
+
+/// How long answers are gathered before their counts are written, and how
+/// many at most: counts show this much later, for far fewer Redis calls.
+const GATHER_FOR: Duration = Duration::from_millis(50);
+const GATHER_AT_MOST: usize = 2_000;
 
 /// The waits between the attempts to count one answer: growing fourfold
 /// from `FIRST_RETRY` up to `LONGEST_RETRY`, for `RETRY_FOR` in all.
@@ -186,90 +187,92 @@ fn retry_delays() -> impl Iterator<Item = Duration> {
     })
 }
 
-/// Counts usage; cheap to clone. Tracks writes still in flight so a
+/// Counts usage; cheap to clone. Answers are gathered for a moment and
+/// written together; the recorder tracks counts not yet written so a
 /// stopping relay can wait for them, and name those it could not wait for.
 #[derive(Clone)]
 pub struct Recorder {
-    store: Store,
-    offset: UtcOffset,
-    in_flight: Arc<InFlight>,
+    inner: Arc<Inner>,
+    signals: Arc<Signals>,
 }
 
-/// Counts not yet written, by request id.
-#[derive(Default)]
-struct InFlight {
-    events: Mutex<HashMap<String, UsageEvent>>,
-    count: AtomicUsize,
+struct Inner {
+    store: Store,
+    offset: UtcOffset,
+    /// Answers not yet handed to a write.
+    gathered: Mutex<Vec<UsageEvent>>,
+    /// Every count not yet written, by request id.
+    unwritten: Mutex<HashMap<String, UsageEvent>>,
+    pending: AtomicUsize,
     done: Notify,
 }
 
+/// Shared with the gathering task, which must not keep the recorder alive.
+#[derive(Default)]
+struct Signals {
+    /// Something was gathered.
+    gathered: Notify,
+    /// Write what is gathered without waiting.
+    now: Notify,
+}
+
 impl Recorder {
+    /// Starts the task that writes gathered counts; needs a Tokio runtime.
     pub fn new(store: Store, offset: UtcOffset) -> Recorder {
-        Recorder {
-            store,
-            offset,
-            in_flight: Arc::default(),
-        }
+        let recorder = Recorder {
+            inner: Arc::new(Inner {
+                store,
+                offset,
+                gathered: Mutex::default(),
+                unwritten: Mutex::default(),
+                pending: AtomicUsize::new(0),
+                done: Notify::new(),
+            }),
+            signals: Arc::default(),
+        };
+        tokio::spawn(gather(
+            Arc::downgrade(&recorder.inner),
+            Arc::clone(&recorder.signals),
+        ));
+        recorder
     }
 
     /// The periods `at` falls in, in the configured day offset.
     pub fn periods(&self, at: OffsetDateTime) -> [Period; 3] {
-        periods(at, self.offset)
+        periods(at, self.inner.offset)
     }
 
-    /// Counts the event in the background, retrying with backoff while
-    /// Redis is away; each attempt is idempotent.
+    /// Counts the event in the background: it is written with the others
+    /// gathered in the next moment, retried with backoff while Redis is
+    /// away; each attempt is idempotent.
     pub fn spawn(&self, event: UsageEvent) {
-        let recorder = self.clone();
-        self.in_flight.count.fetch_add(1, Ordering::SeqCst);
-        self.in_flight
-            .events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(event.request_id.clone(), event.clone());
-        tokio::spawn(async move {
-            recorder.record_with_retries(&event).await;
-            recorder
-                .in_flight
-                .events
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&event.request_id);
-            if recorder.in_flight.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-                recorder.in_flight.done.notify_waiters();
-            }
-        });
-    }
-
-    async fn record_with_retries(&self, event: &UsageEvent) {
-        let mut delays = retry_delays().enumerate();
-        loop {
-            let err = match self.record(event).await {
-                Ok(()) => return,
-                Err(err) => err,
-            };
-            let Some((retry, delay)) = delays.next() else {
-                crate::telemetry::usage_write_failed(false);
-                lost(event, &err.to_string(), "usage could not be counted");
-                return;
-            };
-            crate::telemetry::usage_write_failed(true);
-            if retry < RETRIES_LOGGED || retry % RETRIES_LOGGED == 0 {
-                tracing::warn!(request_id = %event.request_id, retry, error = %err, "counting usage failed; retrying");
-            }
-            tokio::time::sleep(delay).await;
+        self.inner.pending.fetch_add(1, Ordering::SeqCst);
+        lock(&self.inner.unwritten).insert(event.request_id.clone(), event.clone());
+        let gathered = {
+            let mut gathered = lock(&self.inner.gathered);
+            gathered.push(event);
+            gathered.len()
+        };
+        if gathered == 1 {
+            self.signals.gathered.notify_one();
+        }
+        if gathered >= GATHER_AT_MOST {
+            self.signals.now.notify_one();
         }
     }
 
-    /// Waits until every background write has finished, at most `limit`.
+    /// Writes what is gathered at once and waits until every count has
+    /// been written (or given up), at most `limit`.
     pub async fn drain(&self, limit: Duration) {
+        let inner = &self.inner;
         let wait = async {
             loop {
-                let notified = self.in_flight.done.notified();
-                if self.in_flight.count.load(Ordering::SeqCst) == 0 {
+                let done = inner.done.notified();
+                if inner.pending.load(Ordering::SeqCst) == 0 {
                     return;
                 }
-                notified.await;
+                self.signals.now.notify_one();
+                done.await;
             }
         };
         let _ = tokio::time::timeout(limit, wait).await;
@@ -279,11 +282,7 @@ impl Recorder {
     /// operator to add by hand: a stopping relay calls it once it has
     /// waited for them as long as it can. Returns how many there were.
     pub fn report_unwritten(&self) -> usize {
-        let events = self
-            .in_flight
-            .events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let events = lock(&self.inner.unwritten);
         for event in events.values() {
             lost(
                 event,
@@ -294,105 +293,10 @@ impl Recorder {
         events.len()
     }
 
-    /// One round trip: a script per counter group, each on its own hash
-    /// tag (so on its own Cluster node), sent together on the multiplexed
-    /// connection. The key's group also feeds its limit counters, and the
-    /// account's cost today goes to the copy its daily quota reads.
+    /// Writes one answer's counts now, in one round trip.
     pub async fn record(&self, event: &UsageEvent) -> StoreResult<()> {
-        let names = self.store.names();
-        let key_extras = KeyCounters::at(
-            names,
-            &event.key_id,
-            &event.key_limits,
-            event.at,
-            self.offset,
-        )
-        .extras(Family::of(&event.model), &event.usage, event.cost_nano_usd);
-        let groups = [
-            (Subject::Key(&event.key_id), key_extras.as_slice()),
-            (Subject::Account(&event.account_id), &[]),
-            (Subject::Model(&event.model), &[]),
-        ];
-        let scripts = groups
-            .into_iter()
-            .map(|(subject, extras)| self.record_group(subject, extras, event));
-        let models = async {
-            let _: i64 = redis::cmd("SADD")
-                .arg(names.usage_models())
-                .arg(&event.model)
-                .query_async(&mut self.store.conn())
-                .await?;
-            StoreResult::Ok(())
-        };
-        futures::future::try_join3(
-            futures::future::try_join_all(scripts),
-            models,
-            self.account_spend(event),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// The account's cost today, copied where daily quotas read it.
-    async fn account_spend(&self, event: &UsageEvent) -> StoreResult<()> {
-        if event.cost_nano_usd == 0 {
-            return Ok(());
-        }
-        let day = event.at.to_offset(self.offset).date();
-        self.store
-            .add_account_spend(
-                &event.request_id,
-                &event.account_id,
-                day,
-                event.cost_nano_usd,
-            )
-            .await
-    }
-
-    async fn record_group(
-        &self,
-        subject: Subject<'_>,
-        extras: &[Extra],
-        event: &UsageEvent,
-    ) -> StoreResult<()> {
-        let names = self.store.names();
-        let tag = names.usage_tag(subject);
-        let mut invocation = RECORD_SCRIPT.prepare_invoke();
-        invocation.key(names.usage_seen(&tag, &event.request_id));
-        for period in &self.periods(event.at) {
-            invocation.key(names.usage(&tag, period));
-        }
-        // A field at zero needs no write: readers take a missing field as 0,
-        // and most answers have no cache figures.
-        let increments: Vec<_> = event
-            .increments()
-            .into_iter()
-            .filter(|(_, value)| *value > 0)
-            .collect();
-        invocation
-            .arg(SEEN_TTL.as_secs())
-            .arg(DAY_TTL.as_secs())
-            .arg(MONTH_TTL.as_secs())
-            .arg(increments.len());
-        for (field, value) in increments {
-            invocation.arg(field).arg(value);
-        }
-        for extra in extras {
-            let fields: Vec<_> = extra
-                .fields
-                .iter()
-                .filter(|(_, value)| *value > 0)
-                .collect();
-            invocation
-                .key(&extra.key)
-                .arg(extra.ttl_secs)
-                .arg(fields.len());
-            for (field, value) in fields {
-                invocation.arg(field).arg(value);
-            }
-        }
-        let _: i64 = invocation.invoke_async(&mut self.store.conn()).await?;
-        Ok(())
+        let merged = self.inner.merge(std::slice::from_ref(event));
+        self.inner.write(&merged, &event.request_id).await
     }
 
     /// Reads the counters of `subject` for each period.
@@ -401,25 +305,173 @@ impl Recorder {
         subject: Subject<'_>,
         periods: &[Period],
     ) -> StoreResult<Vec<Counters>> {
-        let names = self.store.names();
+        let names = self.inner.store.names();
         let tag = names.usage_tag(subject);
         let mut pipe = redis::pipe();
         for period in periods {
             pipe.hgetall(names.usage(&tag, period));
         }
-        let hashes: Vec<HashMap<String, u64>> = pipe.query_async(&mut self.store.conn()).await?;
+        let hashes: Vec<HashMap<String, u64>> =
+            pipe.query_async(&mut self.inner.store.conn()).await?;
         Ok(hashes.iter().map(Counters::from_hash).collect())
     }
 
     /// Every model that has counters.
     pub async fn models(&self) -> StoreResult<Vec<String>> {
         let mut models: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.store.names().usage_models())
-            .query_async(&mut self.store.conn())
+            .arg(self.inner.store.names().usage_models())
+            .query_async(&mut self.inner.store.conn())
             .await?;
         models.sort();
         Ok(models)
     }
+}
+
+impl Inner {
+    /// The writes of `events`, merged.
+    fn merge(&self, events: &[UsageEvent]) -> Merged {
+        let names = self.store.names();
+        let mut merged = Merged::default();
+        for event in events {
+            let key_extras = KeyCounters::at(
+                names,
+                &event.key_id,
+                &event.key_limits,
+                event.at,
+                self.offset,
+            )
+            .extras(Family::of(&event.model), &event.usage, event.cost_nano_usd);
+            let groups = [
+                (Subject::Key(&event.key_id), key_extras.as_slice()),
+                (Subject::Account(&event.account_id), &[]),
+                (Subject::Model(&event.model), &[]),
+            ];
+            let ttls = [DAY_TTL.as_secs(), MONTH_TTL.as_secs(), 0];
+            for (subject, extras) in groups {
+                let tag = names.usage_tag(subject);
+                for (period, ttl) in periods(event.at, self.offset).iter().zip(ttls) {
+                    merged.add(&tag, names.usage(&tag, period), ttl, event.increments());
+                }
+                for extra in extras {
+                    let fields = extra
+                        .fields
+                        .iter()
+                        .map(|(name, value)| (name.as_str(), *value));
+                    merged.add(&tag, extra.key.clone(), extra.ttl_secs, fields);
+                }
+            }
+            let day = event.at.to_offset(self.offset).date();
+            merged.add_spend(day, &event.account_id, event.cost_nano_usd);
+            merged.models.insert(event.model.clone());
+        }
+        merged
+    }
+
+    /// One round trip: a script per hash tag (so each on its own Cluster
+    /// node), the accounts' spending and the model set, sent together on
+    /// the multiplexed connection. `write_id` marks the write so that
+    /// sending it again counts nothing twice.
+    async fn write(&self, merged: &Merged, write_id: &str) -> StoreResult<()> {
+        let names = self.store.names();
+        let scripts = merged.groups.iter().map(|(tag, hashes)| async move {
+            let mut invocation = RECORD_SCRIPT.prepare_invoke();
+            invocation
+                .key(names.usage_seen(tag, write_id))
+                .arg(SEEN_TTL.as_secs());
+            for (name, hash) in hashes {
+                invocation
+                    .key(name)
+                    .arg(hash.ttl_secs)
+                    .arg(hash.fields.len());
+                for (field, value) in &hash.fields {
+                    invocation.arg(field).arg(value);
+                }
+            }
+            let _: i64 = invocation.invoke_async(&mut self.store.conn()).await?;
+            StoreResult::Ok(())
+        });
+        let spend = merged
+            .spend
+            .iter()
+            .map(|(day, accounts)| self.store.add_account_spend(write_id, *day, accounts));
+        let models = async {
+            if merged.models.is_empty() {
+                return Ok(());
+            }
+            let _: i64 = redis::cmd("SADD")
+                .arg(names.usage_models())
+                .arg(merged.models.iter().collect::<Vec<_>>())
+                .query_async(&mut self.store.conn())
+                .await?;
+            StoreResult::Ok(())
+        };
+        futures::future::try_join3(
+            futures::future::try_join_all(scripts),
+            futures::future::try_join_all(spend),
+            models,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes `events`, retrying while Redis is away, then marks them done.
+    async fn write_with_retries(&self, events: Vec<UsageEvent>) {
+        let merged = self.merge(&events);
+        let write_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut delays = retry_delays().enumerate();
+        loop {
+            let err = match self.write(&merged, &write_id).await {
+                Ok(()) => break,
+                Err(err) => err,
+            };
+            let Some((retry, delay)) = delays.next() else {
+                crate::telemetry::usage_write_failed(false);
+                for event in &events {
+                    lost(event, &err.to_string(), "usage could not be counted");
+                }
+                break;
+            };
+            crate::telemetry::usage_write_failed(true);
+            if retry < RETRIES_LOGGED || retry % RETRIES_LOGGED == 0 {
+                tracing::warn!(answers = events.len(), retry, error = %err, "counting usage failed; retrying");
+            }
+            tokio::time::sleep(delay).await;
+        }
+        let mut unwritten = lock(&self.unwritten);
+        for event in &events {
+            unwritten.remove(&event.request_id);
+        }
+        drop(unwritten);
+        if self.pending.fetch_sub(events.len(), Ordering::SeqCst) == events.len() {
+            self.done.notify_waiters();
+        }
+    }
+}
+
+/// Waits for a first answer, gathers for a moment (less when asked to
+/// write now, or when many have come), then hands the lot to a write of
+/// its own and waits again. Ends with the recorder.
+async fn gather(inner: std::sync::Weak<Inner>, signals: Arc<Signals>) {
+    loop {
+        tokio::select! {
+            () = signals.gathered.notified() => {
+                tokio::select! {
+                    () = tokio::time::sleep(GATHER_FOR) => {}
+                    () = signals.now.notified() => {}
+                }
+            }
+            () = signals.now.notified() => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let events = std::mem::take(&mut *lock(&inner.gathered));
+        if !events.is_empty() {
+            tokio::spawn(async move { inner.write_with_retries(events).await });
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One count given up, logged with every figure it had.
