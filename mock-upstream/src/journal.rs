@@ -122,11 +122,32 @@ impl TryFrom<RecordedJson> for RecordedRequest {
 #[derive(Default)]
 pub(crate) struct Journal {
     requests: Mutex<Vec<RecordedRequest>>,
+    limit: Option<usize>,
 }
 
 impl Journal {
+    pub(crate) fn with_limit(limit: Option<usize>) -> Journal {
+        Journal {
+            requests: Mutex::default(),
+            limit,
+        }
+    }
+
     pub(crate) fn record(&self, request: RecordedRequest) {
-        self.lock().push(request);
+        let mut requests = self.lock();
+        match self.limit {
+            Some(0) => {}
+            Some(limit) => {
+                // Drop the older half at once rather than one per request.
+                if requests.len() >= limit {
+                    let keep = limit / 2;
+                    let drop = requests.len() - keep;
+                    requests.drain(..drop);
+                }
+                requests.push(request);
+            }
+            None => requests.push(request),
+        }
     }
 
     pub(crate) fn all(&self) -> Vec<RecordedRequest> {
@@ -141,5 +162,34 @@ impl Journal {
     // poisoned lock is still safe to use.
     fn lock(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
         self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(n: usize) -> RecordedRequest {
+        RecordedRequest {
+            method: "POST".into(),
+            path: format!("/{n}"),
+            query: None,
+            headers: Vec::new(),
+            body: bytes::Bytes::new(),
+            credential: None,
+        }
+    }
+
+    #[test]
+    fn a_limited_journal_keeps_the_newest_requests() {
+        let journal = Journal::with_limit(Some(4));
+        for n in 0..10 {
+            journal.record(request(n));
+        }
+        let kept: Vec<String> = journal.all().into_iter().map(|r| r.path).collect();
+
+        assert!(kept.len() <= 4);
+        assert_eq!(kept.last().map(String::as_str), Some("/9"));
+        assert!(Journal::with_limit(Some(0)).all().is_empty());
     }
 }

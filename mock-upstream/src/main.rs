@@ -18,16 +18,21 @@ struct Args {
     /// JSON object mapping each credential to a profile name.
     #[arg(long)]
     profiles: Option<PathBuf>,
+    /// Keep only the newest N requests in the journal (0: none), for load
+    /// tests.
+    #[arg(long)]
+    journal_limit: Option<usize>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing();
-    let config = match &args.profiles {
+    let mut config = match &args.profiles {
         Some(path) => MockConfig::from_profiles_file(path)?,
         None => MockConfig::default(),
     };
+    config.journal_limit = args.journal_limit;
     let mock = MockUpstream::start_on(config, SocketAddr::new(args.host, args.port)).await?;
     announce(&mock.url())?;
     let mut terminate = signal(SignalKind::terminate())?;

@@ -28,6 +28,9 @@ pub enum Profile {
 #[derive(Clone, Debug, Default)]
 pub struct MockConfig {
     pub profiles: HashMap<String, Profile>,
+    /// Keep only the newest this many requests in the journal (`None`:
+    /// all). A load test sets it so the mock's memory stays flat.
+    pub journal_limit: Option<usize>,
 }
 
 impl MockConfig {
@@ -37,7 +40,10 @@ impl MockConfig {
             .with_context(|| format!("reading profiles file {}", path.display()))?;
         let profiles = serde_json::from_str(&text)
             .with_context(|| format!("parsing profiles file {}", path.display()))?;
-        Ok(Self { profiles })
+        Ok(Self {
+            profiles,
+            journal_limit: None,
+        })
     }
 
     pub fn with_profile(mut self, credential: &str, profile: Profile) -> Self {

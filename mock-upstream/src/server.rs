@@ -46,7 +46,7 @@ impl MockUpstream {
         let addr = listener
             .local_addr()
             .context("reading the mock's bound address")?;
-        let state = Arc::new(State::new(config.profiles));
+        let state = Arc::new(State::new(config.profiles, config.journal_limit));
         let (stop, stopped) = watch::channel(());
         let accept_loop = tokio::spawn(accept_loop(listener, Arc::clone(&state), stopped));
         tracing::debug!(%addr, "mock upstream listening");

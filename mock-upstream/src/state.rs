@@ -18,11 +18,11 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(profiles: HashMap<String, Profile>) -> Self {
+    pub(crate) fn new(profiles: HashMap<String, Profile>, journal_limit: Option<usize>) -> Self {
         Self {
             profiles: Mutex::new(profiles),
             scenarios: Scenarios::default(),
-            journal: Journal::default(),
+            journal: Journal::with_limit(journal_limit),
             in_flight: Arc::default(),
             requests_seen: AtomicU64::new(0),
         }
