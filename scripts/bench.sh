@@ -17,31 +17,10 @@ command -v wrk >/dev/null || {
   $SUDO apt-get install -y -qq wrk >/dev/null
 }
 
-WORK=$(mktemp -d)
-PIDS=()
-CONTAINER=""
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [[ -z "$CONTAINER" ]] || docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-listening_url() {
-  for _ in $(seq 1 200); do
-    local line
-    line=$(grep -m1 '^listening on ' "$1" 2>/dev/null || true)
-    if [[ -n "$line" ]]; then echo "${line#listening on }"; return 0; fi
-    sleep 0.05
-  done
-  cat "$1" >&2
-  return 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 cargo build --release --quiet --bins --workspace
-# Where cargo put them: CARGO_TARGET_DIR when set, else ./target.
-BIN="${CARGO_TARGET_DIR:-target}/release"
 scripts/build-redis-image.sh >/dev/null
 # Redis on the host's network, as a relay reaches it in production: a
 # mapped port would put the engine's userland proxy in every round trip.
@@ -60,8 +39,8 @@ MOCK_URL=$(listening_url "$WORK/mock.log")
 export RELAY_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" RELAY_REDIS_PREFIX="bench:" RELAY_LISTEN="127.0.0.1:0"
 export RUST_LOG=warn
 # Account credentials are stored encrypted under this key.
-export RELAY_ACCOUNT_KEY="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
-KEY="cr_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+export RELAY_ACCOUNT_KEY="$(random_hex)"
+KEY="cr_$(random_hex)"
 MOCK_URL="$MOCK_URL" DEMO_KEY="$KEY" "$BIN"/claude-relay seed fixtures/demo.json >/dev/null
 "$BIN"/claude-relay serve >"$WORK/relay.log" 2>&1 &
 RELAY_PID=$!

@@ -12,38 +12,14 @@ cd "$(dirname "$0")/.."
 ONCE=false
 [[ "${1:-}" == "--once" ]] && ONCE=true
 
-WORK=$(mktemp -d)
-PIDS=()
-CONTAINER=""
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [[ -z "$CONTAINER" ]] || docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 trap 'exit 130' INT TERM
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-# Waits for "listening on URL" in a log file and prints the URL.
-listening_url() {
-  local log=$1 name=$2
-  for _ in $(seq 1 200); do
-    local line
-    line=$(grep -m1 '^listening on ' "$log" 2>/dev/null || true)
-    if [[ -n "$line" ]]; then echo "${line#listening on }"; return 0; fi
-    sleep 0.05
-  done
-  echo "$name did not start; its output:" >&2
-  cat "$log" >&2
-  return 1
-}
-
 say "building claude-relay and mock-upstream (release)"
 cargo build --release --quiet --bins --workspace
-# Where cargo put them: CARGO_TARGET_DIR when set, else ./target.
-BIN="${CARGO_TARGET_DIR:-target}/release"
 
 if docker info >/dev/null 2>&1; then
   scripts/build-redis-image.sh >&2
@@ -81,9 +57,9 @@ export RELAY_REDIS_PREFIX="demo:"
 export RELAY_LISTEN="${DEMO_LISTEN:-127.0.0.1:0}"
 # Account credentials are stored encrypted under this key; a throwaway
 # Redis gets a throwaway key, in a file the operator commands can read too.
-od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/account.key"
+random_hex >"$WORK/account.key"
 export RELAY_ACCOUNT_KEY_FILE="$WORK/account.key"
-DEMO_KEY="cr_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+DEMO_KEY="cr_$(random_hex)"
 MOCK_URL="$MOCK_URL" DEMO_KEY="$DEMO_KEY" "$BIN/claude-relay" seed fixtures/demo.json >&2
 
 "$BIN/claude-relay" serve >"$WORK/relay.log" 2>&1 &

@@ -37,27 +37,10 @@ pub fn awaits_first_use(record: &KeyRecord) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Service;
     use time::macros::datetime;
 
     fn key() -> KeyRecord {
-        KeyRecord {
-            id: "k".into(),
-            name: "K".into(),
-            key_sha256: String::new(),
-            owner: String::new(),
-            created_at: None,
-            disabled: false,
-            expires_at: None,
-            activation_days: None,
-            activated_at: None,
-            services: Service::all(),
-            allowed_clients: Vec::new(),
-            allowed_models: Vec::new(),
-            denied_models: Vec::new(),
-            account: None,
-            limits: Default::default(),
-        }
+        KeyRecord::new("k", "K", String::new())
     }
 
     const NOW: OffsetDateTime = datetime!(2026-03-10 12:00 UTC);

@@ -136,26 +136,13 @@ fn json_response(status: StatusCode, list: &Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Service;
 
     fn key(allowed: &[&str], denied: &[&str]) -> KeyRecord {
         let list = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
         KeyRecord {
-            id: "k".into(),
-            name: "K".into(),
-            key_sha256: String::new(),
-            owner: String::new(),
-            created_at: None,
-            disabled: false,
-            expires_at: None,
-            activation_days: None,
-            activated_at: None,
-            services: Service::all(),
-            allowed_clients: Vec::new(),
             allowed_models: list(allowed),
             denied_models: list(denied),
-            account: None,
-            limits: Default::default(),
+            ..KeyRecord::new("k", "K", String::new())
         }
     }
 

@@ -35,13 +35,52 @@ pub fn relay_command(redis_url: &str, prefix: &str) -> Command {
 }
 
 /// Stops the child when dropped, whatever the test did.
-struct Running(Child);
+pub struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Waits for the process to end by itself.
+    pub async fn wait(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.0.wait())
+            .await
+            .expect("the waiting thread")
+            .expect("the relay's exit status")
+    }
+}
+
+/// Starts `claude-relay serve` from `command` and returns it with its base
+/// URL, read from the line it prints once it accepts connections.
+pub async fn serve(mut command: Command) -> (Running, String) {
+    let mut child = command
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the relay binary");
+    let stdout = child.stdout.take().expect("the relay's stdout");
+    let relay = Running(child);
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .expect("the reading thread")
+    .expect("the relay's first line");
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("not the listening line: {line:?}"))
+        .to_owned();
+    (relay, base)
 }
 
 fn seed_file(mock_url: &str) -> tempfile_path::TempSeed {
@@ -139,25 +178,7 @@ async fn shipped_binary_serves_a_streamed_request_end_to_end() {
         .unwrap();
     assert!(seeded.status.success());
 
-    let mut child = relay_command(&redis_url, &prefix)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let relay = Running(child);
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the listening line")
-        .to_owned();
+    let (relay, base) = serve(relay_command(&redis_url, &prefix)).await;
 
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/messages"))
@@ -261,26 +282,8 @@ async fn sigterm_lets_the_running_stream_finish_then_exits() {
             .status
             .success()
     );
-    let mut child = relay_command(&redis_url, &prefix)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let pid = child.id();
-    let mut relay = Running(child);
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (relay, base) = serve(relay_command(&redis_url, &prefix)).await;
+    let pid = relay.pid();
 
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/messages"))
@@ -300,10 +303,7 @@ async fn sigterm_lets_the_running_stream_finish_then_exits() {
     while let Some(chunk) = stream.next().await {
         text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
     }
-    let status = tokio::task::spawn_blocking(move || relay.0.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = relay.wait().await;
 
     assert!(killed.success());
     assert!(text.contains("part 7"), "the stream ran to its end: {text}");

@@ -11,7 +11,7 @@ use mock_upstream::{SseStandard, sse};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Answer, Chunk, SONNET, TestEnv, TestResponse, body, snapshot};
+use crate::harness::{Answer, Chunk, Lcg, SONNET, TestEnv, TestResponse, body, snapshot};
 
 const KC: &str = "cr_cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 
@@ -145,19 +145,6 @@ async fn a_request_that_waits_in_vain_is_refused_after_its_wait() {
     assert_eq!(env.mock.journal().len(), 1);
     drop(holding);
     env.until_no_leases("key-c").await;
-}
-
-/// A simple deterministic generator, so a failing run can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as usize) % bound.max(1)
-    }
 }
 
 #[tokio::test]

@@ -1,9 +1,7 @@
 //! What clients, upstreams and Redis do wrong, and what the relay must
 //! still do: answer, count each answer once, and let go of what it holds.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::binaries::relay_command;
+use crate::binaries::{relay_command, serve};
 use crate::harness::{Answer, K1, TestEnv, body, snapshot};
 
 /// An upstream's `retry-after` too large for a duration once made the
@@ -201,27 +199,12 @@ async fn streams_outliving_the_shutdown_grace_are_ended_counted_and_released() {
     env.mock.push_answers("sk-up-A", vec![answer(), answer()]);
     let redis_url = env.config.redis.url.expose_secret().to_owned();
     let account_key = env.config.secrets.account_key.as_ref().unwrap();
-    let mut child = relay_command(&redis_url, &env.config.redis.prefix)
-        .arg("serve")
+    let mut command = relay_command(&redis_url, &env.config.redis.prefix);
+    command
         .env("RELAY_ACCOUNT_KEY", account_key.expose_secret())
-        .env("RELAY_SHUTDOWN_GRACE_SECS", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let pid = child.id();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+        .env("RELAY_SHUTDOWN_GRACE_SECS", "1");
+    let (relay, base) = serve(command).await;
+    let pid = relay.pid();
     let client = reqwest::Client::new();
     let mut streams = Vec::new();
     for _ in 0..2 {
@@ -250,10 +233,7 @@ async fn streams_outliving_the_shutdown_grace_are_ended_counted_and_released() {
         }
         endings.push(text);
     }
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = relay.wait().await;
 
     assert!(killed.success());
     assert!(status.success(), "exit status {status}");

@@ -7,7 +7,7 @@ use claude_relay::usage::record::Subject;
 use futures::StreamExt;
 use mock_upstream::sse;
 
-use crate::harness::{Answer, Chunk, K1, SONNET, TestEnv, body};
+use crate::harness::{Answer, Chunk, K1, Lcg, SONNET, TestEnv, body};
 
 const KEY: Subject<'static> = Subject::Key("key-1");
 
@@ -109,19 +109,6 @@ async fn stalled_stream_ends_with_an_error_event_after_the_idle_timeout() {
     assert!(text.starts_with(&stream[..first_end]));
     assert!(text[first_end..].starts_with("event: error\n"), "{text}");
     assert_eq!(env.usage_after(KEY, 1).await.input_tokens, 12);
-}
-
-/// A simple deterministic generator, so a failing chunking can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as usize) % bound.max(1)
-    }
 }
 
 /// The recorded transcripts under many chunkings: the same bytes reach the

@@ -187,7 +187,6 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Service;
     use time::Duration;
     use time::macros::datetime;
 
@@ -195,21 +194,9 @@ mod tests {
 
     fn key(id: &str) -> KeyRecord {
         KeyRecord {
-            id: id.into(),
-            name: format!("Key {id}"),
-            key_sha256: "ab".repeat(32),
             owner: "ops".into(),
             created_at: Some(datetime!(2026-03-01 09:00 UTC)),
-            disabled: false,
-            expires_at: None,
-            activation_days: None,
-            activated_at: None,
-            services: Service::all(),
-            allowed_clients: Vec::new(),
-            allowed_models: Vec::new(),
-            denied_models: Vec::new(),
-            account: None,
-            limits: Default::default(),
+            ..KeyRecord::new(id, &format!("Key {id}"), "ab".repeat(32))
         }
     }
 

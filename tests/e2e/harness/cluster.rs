@@ -34,36 +34,7 @@ pub fn nodes() -> Vec<String> {
 fn start_in_background() -> Result<Vec<u16>, String> {
     // Nodes left by dead test processes would hold ports for nothing.
     super::redis::remove_orphans();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(err) => {
-                let _ = tx.send(Err(format!(
-                    "cannot start a runtime for the cluster: {err}"
-                )));
-                return;
-            }
-        };
-        runtime.block_on(async move {
-            match start().await {
-                Ok((containers, ports)) => {
-                    let _ = tx.send(Ok(ports));
-                    // Hold the containers for the rest of the run.
-                    let _keep = containers;
-                    std::future::pending::<()>().await;
-                }
-                Err(message) => {
-                    let _ = tx.send(Err(message));
-                }
-            }
-        });
-    });
-    rx.recv()
-        .unwrap_or_else(|_| Err("the cluster starter thread died".to_owned()))
+    super::redis::hold_for_the_run("the cluster", start)
 }
 
 type Node = ContainerAsync<GenericImage>;

@@ -50,3 +50,18 @@ pub fn midday_offset() -> time::UtcOffset {
     let shift = if shift > 12 { shift - 24 } else { shift };
     time::UtcOffset::from_hms(shift, 0, 0).expect("an offset within a day")
 }
+
+/// A small deterministic generator, so a failing run can be replayed with
+/// its seed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number below `bound` (0 when `bound` is 0).
+    pub fn next(&mut self, bound: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % bound.max(1)
+    }
+}

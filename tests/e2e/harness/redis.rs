@@ -32,6 +32,21 @@ pub fn redis_url() -> String {
 
 fn start_in_background() -> Result<String, String> {
     remove_orphans();
+    hold_for_the_run("Redis", start)
+}
+
+/// Runs `start` on a runtime of its own, in a thread that lives for the
+/// whole run: what it starts (containers) is held there and never
+/// dropped. Returns what `start` reported.
+pub fn hold_for_the_run<T, Held, Fut>(
+    what: &'static str,
+    start: impl FnOnce() -> Fut + Send + 'static,
+) -> Result<T, String>
+where
+    T: Send + 'static,
+    Held: 'static,
+    Fut: std::future::Future<Output = Result<(Held, T), String>> + 'static,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -40,16 +55,15 @@ fn start_in_background() -> Result<String, String> {
         {
             Ok(runtime) => runtime,
             Err(err) => {
-                let _ = tx.send(Err(format!("cannot start a runtime for Redis: {err}")));
+                let _ = tx.send(Err(format!("cannot start a runtime for {what}: {err}")));
                 return;
             }
         };
         runtime.block_on(async move {
             match start().await {
-                Ok((container, url)) => {
-                    let _ = tx.send(Ok(url));
-                    // Hold the container for the rest of the run.
-                    let _keep = container;
+                Ok((held, reported)) => {
+                    let _ = tx.send(Ok(reported));
+                    let _keep = held;
                     std::future::pending::<()>().await;
                 }
                 Err(message) => {
@@ -59,7 +73,7 @@ fn start_in_background() -> Result<String, String> {
         });
     });
     rx.recv()
-        .unwrap_or_else(|_| Err("the Redis starter thread died".to_owned()))
+        .unwrap_or_else(|_| Err(format!("the thread starting {what} died")))
 }
 
 /// The labels of every test container: what `scripts/test.sh` and
