@@ -161,9 +161,10 @@ impl Store {
         day: Date,
         costs: &std::collections::BTreeMap<String, u64>,
     ) -> StoreResult<()> {
+        let day = Period::Day(day);
         let mut call = ADD_SPEND.prepare_invoke();
-        call.key(self.names.accounts_spend_seen(write_id))
-            .key(self.names.accounts_spend(&Period::Day(day)))
+        call.key(self.names.accounts_spend_seen(write_id, &day))
+            .key(self.names.accounts_spend(&day))
             .arg(SPEND_SEEN_TTL.as_secs())
             .arg(SPEND_TTL.as_secs());
         for (account_id, cost) in costs {

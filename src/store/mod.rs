@@ -123,10 +123,13 @@ impl Names {
         format!("{}{{accounts}}:spend:{day}", self.prefix)
     }
 
-    /// Marks a request's cost as added to `accounts_spend`.
-    pub fn accounts_spend_seen(&self, request_id: &str) -> String {
-        format!("{}{{accounts}}:spend:seen:{request_id}", self.prefix)
+    /// Marks one write's costs as added to `accounts_spend` of `day`. A
+    /// write can hold answers of two usage days (it gathers answers around
+    /// midnight), and each day's addition is marked on its own.
+    pub fn accounts_spend_seen(&self, write_id: &str, day: &Period) -> String {
+        format!("{}{{accounts}}:spend:seen:{write_id}:{day}", self.prefix)
     }
+
     /// The hash tag every limit and counter of one relay key shares, so the
     /// scripts that touch them run on Redis Cluster too.
     pub fn key_tag(&self, id: &str) -> String {

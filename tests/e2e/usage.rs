@@ -362,3 +362,47 @@ async fn upstream_errors_and_refusals_count_nothing() {
         "only the answered request"
     );
 }
+
+/// Answers gathered into one write around midnight belong to two usage
+/// days: each day's copy of the account's spending (what daily quotas
+/// read) gets its own answers' cost, as the account's own counters do.
+#[tokio::test]
+async fn a_write_spanning_midnight_adds_to_both_days_of_the_accounts_spending() {
+    use claude_relay::usage::record::{Period, UsageEvent};
+    use time::macros::datetime;
+
+    let env = TestEnv::start().await;
+    let before = datetime!(2026-12-04 23:59:59.990 UTC);
+    let after = datetime!(2026-12-05 00:00:00.010 UTC);
+    for (n, at) in [(1, before), (2, after)] {
+        env.recorder.spawn(UsageEvent {
+            request_id: format!("req_midnight_{n}"),
+            key_id: "key-1".into(),
+            account_id: "acct-a".into(),
+            model: SONNET.into(),
+            usage: claude_relay::usage::Usage {
+                input_tokens: 1_000 * n,
+                ..Default::default()
+            },
+            cost_nano_usd: 3_000_000 * n,
+            at,
+            key_limits: std::sync::Arc::default(),
+        });
+    }
+    env.recorder.drain(std::time::Duration::from_secs(10)).await;
+
+    let days = [before.date(), after.date()];
+    let own = env
+        .recorder
+        .read(Subject::Account("acct-a"), &days.map(Period::Day))
+        .await
+        .unwrap();
+    let mut quota_copy = Vec::new();
+    for day in days {
+        let health = env.store.account_health(&["acct-a"], day).await.unwrap();
+        quota_copy.push(health[0].spent_nano_usd);
+    }
+    assert_eq!(own[0].cost_nano_usd, 3_000_000);
+    assert_eq!(own[1].cost_nano_usd, 6_000_000);
+    assert_eq!(quota_copy, [3_000_000, 6_000_000]);
+}
