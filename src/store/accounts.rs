@@ -32,10 +32,6 @@ pub struct Health {
 /// usage offset, which is all a quota reads.
 const SPEND_TTL: Duration = Duration::from_secs(3 * 86_400);
 
-/// How long a request id is remembered, so a retried write does not add
-/// its cost twice.
-const SPEND_SEEN_TTL: Duration = Duration::from_secs(86_400);
-
 impl Store {
     /// Inserts or replaces the account with this id.
     pub async fn put_account(&self, record: &AccountRecord) -> StoreResult<()> {
@@ -165,7 +161,7 @@ impl Store {
         let mut call = ADD_SPEND.prepare_invoke();
         call.key(self.names.accounts_spend_seen(write_id, &day))
             .key(self.names.accounts_spend(&day))
-            .arg(SPEND_SEEN_TTL.as_secs())
+            .arg(crate::usage::record::SEEN_TTL.as_secs())
             .arg(SPEND_TTL.as_secs());
         for (account_id, cost) in costs {
             call.arg(account_id).arg(cost);

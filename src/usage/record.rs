@@ -35,9 +35,11 @@ pub const FIELDS: [&str; 8] = [
 
 const DAY_TTL: Duration = Duration::from_secs(400 * 86_400);
 const MONTH_TTL: Duration = Duration::from_secs(5 * 366 * 86_400);
-/// How long a request id is remembered, so a retried write is not counted
-/// twice.
-const SEEN_TTL: Duration = Duration::from_secs(86_400);
+/// How long a write id is remembered, so a retried write is not counted
+/// twice: as long as a write is retried, and a little more. Every write
+/// leaves a marker per counter group (a busy relay, millions a day), so
+/// not longer.
+pub const SEEN_TTL: Duration = Duration::from_secs(7 * 3600);
 /// While Redis is away a count is retried, the wait growing from the first
 /// delay to at most the longest, for `RETRY_FOR`: an outage of hours loses
 /// nothing. Well inside `SEEN_TTL`, so a write that landed but whose reply
