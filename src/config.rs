@@ -475,6 +475,11 @@ impl Config {
                 .map(|name| name.to_ascii_lowercase())
                 .collect(),
         };
+        for name in &upstream.extra_forward_headers {
+            if let Some(reason) = crate::upstream::headers::refused_extra(name) {
+                bail!("forward_headers: `{name}` cannot be forwarded: {reason}");
+            }
+        }
         if layer.client_timeout_secs == Some(0) {
             bail!("client_timeout_secs must be at least 1");
         }
@@ -685,6 +690,33 @@ mod tests {
         assert_eq!(ids, ["claude-haiku-4-5-20251001", "claude-opus-4-5"]);
         assert_eq!(config.header_limit_bytes, 64 * 1024);
         assert_eq!(Config::default().header_limit_bytes, 32 * 1024);
+    }
+
+    #[test]
+    fn forwarding_a_credential_or_connection_header_is_refused() {
+        for name in [
+            "Authorization",
+            "x-api-key",
+            "cookie",
+            "host",
+            "content-length",
+        ] {
+            let layer = Layer {
+                forward_headers: Some(vec!["x-team".into(), name.into()]),
+                ..Layer::default()
+            };
+
+            let refused = Config::from_layer(layer, Secrets::default()).unwrap_err();
+
+            let message = refused.to_string();
+            assert!(message.contains(&name.to_ascii_lowercase()), "{message}");
+        }
+        let allowed = Layer {
+            forward_headers: Some(vec!["X-Team".into()]),
+            ..Layer::default()
+        };
+        let config = Config::from_layer(allowed, Secrets::default()).unwrap();
+        assert_eq!(config.upstream.extra_forward_headers, ["x-team"]);
     }
 
     #[test]

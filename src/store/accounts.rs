@@ -32,10 +32,6 @@ pub struct Health {
 /// usage offset, which is all a quota reads.
 const SPEND_TTL: Duration = Duration::from_secs(3 * 86_400);
 
-/// How long a request id is remembered, so a retried write does not add
-/// its cost twice.
-const SPEND_SEEN_TTL: Duration = Duration::from_secs(86_400);
-
 impl Store {
     /// Inserts or replaces the account with this id.
     pub async fn put_account(&self, record: &AccountRecord) -> StoreResult<()> {
@@ -154,23 +150,23 @@ impl Store {
     /// Adds costs to the accounts' spending on `day`, once per `write_id`
     /// however often the write is retried. Sits beside the account's
     /// own usage counters (on another hash tag), so the pick script can
-    /// read it in its one slot.
+    /// read it in its one slot. Returns the additions Redis refused.
     pub async fn add_account_spend(
         &self,
         write_id: &str,
         day: Date,
         costs: &std::collections::BTreeMap<String, u64>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<String>> {
+        let day = Period::Day(day);
         let mut call = ADD_SPEND.prepare_invoke();
-        call.key(self.names.accounts_spend_seen(write_id))
-            .key(self.names.accounts_spend(&Period::Day(day)))
-            .arg(SPEND_SEEN_TTL.as_secs())
+        call.key(self.names.accounts_spend_seen(write_id, &day))
+            .key(self.names.accounts_spend(&day))
+            .arg(crate::usage::record::SEEN_TTL.as_secs())
             .arg(SPEND_TTL.as_secs());
         for (account_id, cost) in costs {
             call.arg(account_id).arg(cost);
         }
-        let _: i64 = call.invoke_async(&mut self.conn.clone()).await?;
-        Ok(())
+        Ok(call.invoke_async(&mut self.conn.clone()).await?)
     }
 
     /// Health of each account, in the order of `ids`, with its spending
@@ -272,13 +268,20 @@ redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
 ";
 
-/// KEYS: seen marker, spend. ARGV: seen TTL, account id, cost, spend TTL
-/// (seconds). Adds nothing if the marker exists.
+/// KEYS: seen marker, spend. ARGV: seen TTL, spend TTL (seconds), then
+/// account id and cost pairs. Adds nothing if the marker exists; returns
+/// the additions Redis refused (past its 64-bit range), the others made.
 const ADD_SPEND_LUA: &str = r"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {} end
+local refused = {}
+for i = 3, #ARGV, 2 do
+  local reply = redis.pcall('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
+  if type(reply) == 'table' and reply.err then
+    refused[#refused + 1] = KEYS[2] .. ' ' .. ARGV[i] .. ' +' .. ARGV[i + 1] .. ': ' .. reply.err
+  end
+end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
+return refused
 ";
 
 static ADD_SPEND: std::sync::LazyLock<redis::Script> =

@@ -11,6 +11,7 @@ pub mod records;
 use std::collections::HashMap;
 
 use redis::AsyncCommands;
+use sha2::Digest;
 use time::OffsetDateTime;
 
 use crate::config::RedisSettings;
@@ -123,10 +124,13 @@ impl Names {
         format!("{}{{accounts}}:spend:{day}", self.prefix)
     }
 
-    /// Marks a request's cost as added to `accounts_spend`.
-    pub fn accounts_spend_seen(&self, request_id: &str) -> String {
-        format!("{}{{accounts}}:spend:seen:{request_id}", self.prefix)
+    /// Marks one write's costs as added to `accounts_spend` of `day`. A
+    /// write can hold answers of two usage days (it gathers answers around
+    /// midnight), and each day's addition is marked on its own.
+    pub fn accounts_spend_seen(&self, write_id: &str, day: &Period) -> String {
+        format!("{}{{accounts}}:spend:seen:{write_id}:{day}", self.prefix)
     }
+
     /// The hash tag every limit and counter of one relay key shares, so the
     /// scripts that touch them run on Redis Cluster too.
     pub fn key_tag(&self, id: &str) -> String {
@@ -185,13 +189,21 @@ impl Names {
 /// Longest name kept whole in a Redis key.
 const TAG_MAX_CHARS: usize = 128;
 
-/// Names taken from requests (models) may hold any character: keep those
-/// that cannot break a key name or a hash tag, replace the rest.
+/// Names taken from answers (models) may hold any character: keep those
+/// that cannot break a key name or a hash tag, replace the rest. A name
+/// changed that way gets a digest of the whole name after a `~` (which no
+/// kept name holds), so two models never share counters.
 fn tag_safe(name: &str) -> String {
-    name.chars()
+    let kept: String = name
+        .chars()
         .take(TAG_MAX_CHARS)
         .map(|c| if tag_char(c) { c } else { '_' })
-        .collect()
+        .collect();
+    if kept == name {
+        return kept;
+    }
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    format!("{kept}~{}", hex::encode(&digest[..8]))
 }
 
 fn tag_char(c: char) -> bool {
@@ -389,5 +401,26 @@ mod tests {
         for good in ["key-1", "alice@laptop", "team.a:1_2", &"k".repeat(128)] {
             assert!(super::check_id(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn models_that_read_the_same_once_made_safe_keep_their_own_tags() {
+        let long = "m".repeat(200);
+        let longer = format!("{long}x");
+        let names = [
+            "claude-x!",
+            "claude-x?",
+            "claude-x_",
+            long.as_str(),
+            &longer,
+        ];
+
+        let tags: Vec<String> = names.iter().map(|name| super::tag_safe(name)).collect();
+
+        assert_eq!(tags[2], "claude-x_", "a safe name is kept as it is");
+        assert!(tags[0].starts_with("claude-x_~"), "{}", tags[0]);
+        let distinct: std::collections::HashSet<&String> = tags.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{tags:?}");
+        assert!(tags.iter().all(|tag| !tag.contains(['{', '}', ' '])));
     }
 }

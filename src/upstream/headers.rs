@@ -16,6 +16,41 @@ const PREFIXES: &[&str] = &["anthropic-", "x-stainless-", "x-claude-code-"];
 const RESPONSE_EXACT: &[&str] = &["content-type", "request-id", "retry-after"];
 const RESPONSE_PREFIXES: &[&str] = &["anthropic-ratelimit-"];
 
+/// Headers the operator may not add to the forwarded ones. The client's
+/// credentials: its relay key would reach the upstream beside the
+/// account's credential.
+const CREDENTIALS: &[&str] = &[
+    "x-api-key",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+];
+/// What describes the client's connection to the relay, not the request:
+/// the upstream request gets its own.
+const CONNECTION: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Why `name` (lower case) may not be forwarded on the operator's say, if
+/// it may not.
+pub fn refused_extra(name: &str) -> Option<&'static str> {
+    if CREDENTIALS.contains(&name) {
+        Some("it carries the client's credentials, which never reach an upstream")
+    } else if CONNECTION.contains(&name) {
+        Some("it describes the client's connection; the upstream request gets its own")
+    } else {
+        None
+    }
+}
+
 pub fn forwardable(name: &str, extra: &[String]) -> bool {
     EXACT.contains(&name)
         || PREFIXES.iter().any(|prefix| name.starts_with(prefix))

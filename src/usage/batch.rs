@@ -7,6 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use time::Date;
 
+/// Largest increment Redis takes (its integers are signed 64-bit): a
+/// merged sum stops there rather than wrap.
+pub const INCREMENT_MAX: u64 = i64::MAX as u64;
+
 /// Increments of one hash, and how long the hash lives (0: for ever).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HashIncrements {
@@ -28,7 +32,8 @@ pub struct Merged {
 
 impl Merged {
     /// Adds `fields` to the hash `name` under `tag`. Zero increments are
-    /// left out: readers take a missing field as 0.
+    /// left out: readers take a missing field as 0. Sums stop at
+    /// [`INCREMENT_MAX`].
     pub fn add<'a>(
         &mut self,
         tag: &str,
@@ -44,18 +49,20 @@ impl Merged {
             .or_default();
         hash.ttl_secs = hash.ttl_secs.max(ttl_secs);
         for (field, value) in fields.into_iter().filter(|(_, value)| *value > 0) {
-            *hash.fields.entry(field.to_owned()).or_default() += value;
+            let sum = hash.fields.entry(field.to_owned()).or_default();
+            *sum = sum.saturating_add(value).min(INCREMENT_MAX);
         }
     }
 
     pub fn add_spend(&mut self, day: Date, account_id: &str, cost_nano_usd: u64) {
         if cost_nano_usd > 0 {
-            *self
+            let sum = self
                 .spend
                 .entry(day)
                 .or_default()
                 .entry(account_id.to_owned())
-                .or_default() += cost_nano_usd;
+                .or_default();
+            *sum = sum.saturating_add(cost_nano_usd).min(INCREMENT_MAX);
         }
     }
 }
@@ -77,6 +84,19 @@ mod tests {
         assert_eq!(hash.fields["requests"], 2);
         assert_eq!(hash.fields["cost"], 5);
         assert_eq!(merged.groups["{key:b}"]["h"].fields["requests"], 1);
+    }
+
+    #[test]
+    fn sums_stop_at_the_largest_increment_redis_takes_instead_of_wrapping() {
+        let mut merged = Merged::default();
+        merged.add("t", "h".into(), 0, [("cost", u64::MAX), ("tokens", 5)]);
+        merged.add("t", "h".into(), 0, [("cost", 7), ("tokens", 5)]);
+        merged.add_spend(date!(2026 - 12 - 04), "a", u64::MAX);
+        merged.add_spend(date!(2026 - 12 - 04), "a", 7);
+
+        assert_eq!(merged.groups["t"]["h"].fields["cost"], INCREMENT_MAX);
+        assert_eq!(merged.groups["t"]["h"].fields["tokens"], 10);
+        assert_eq!(merged.spend[&date!(2026 - 12 - 04)]["a"], INCREMENT_MAX);
     }
 
     #[test]

@@ -9,7 +9,12 @@ pub mod report;
 pub mod sse;
 pub mod tap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Most tokens of one kind an answer can report: far above any context
+/// window. A larger figure is an upstream's fault; believed, it would
+/// wrap or overflow the counters it is added to.
+pub const MAX_TOKENS: u64 = 1 << 32;
 
 /// Token counts of one answer, as the upstream reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,19 +31,35 @@ pub struct Usage {
 }
 
 /// `usage` as it appears on the wire; every field may be absent or null.
+/// A figure over [`MAX_TOKENS`] makes the whole `usage` unreadable.
 #[derive(Debug, Default, Deserialize)]
 pub struct WireUsage {
+    #[serde(default, deserialize_with = "figure")]
     input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "figure")]
     output_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "figure")]
     cache_creation_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "figure")]
     cache_read_input_tokens: Option<u64>,
     cache_creation: Option<WireCacheCreation>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct WireCacheCreation {
+    #[serde(default, deserialize_with = "figure")]
     ephemeral_5m_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "figure")]
     ephemeral_1h_input_tokens: Option<u64>,
+}
+
+fn figure<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(deserializer)? {
+        Some(tokens) if tokens > MAX_TOKENS => Err(serde::de::Error::custom(format!(
+            "{tokens} tokens is more than any answer reports"
+        ))),
+        figure => Ok(figure),
+    }
 }
 
 impl Usage {
@@ -60,7 +81,9 @@ impl Usage {
         if let Some(total) = wire.cache_creation_input_tokens {
             self.cache_creation_input_tokens = total;
             // A repeated total keeps the split an earlier event gave.
-            let split = self.cache_creation_5m_input_tokens + self.cache_creation_1h_input_tokens;
+            let split = self
+                .cache_creation_5m_input_tokens
+                .saturating_add(self.cache_creation_1h_input_tokens);
             if split != total {
                 self.cache_creation_5m_input_tokens = total;
                 self.cache_creation_1h_input_tokens = 0;
@@ -73,7 +96,8 @@ impl Usage {
                 self.cache_creation_5m_input_tokens = five.unwrap_or(0);
                 self.cache_creation_1h_input_tokens = hour.unwrap_or(0);
                 if wire.cache_creation_input_tokens.is_none() {
-                    self.cache_creation_input_tokens = five.unwrap_or(0) + hour.unwrap_or(0);
+                    self.cache_creation_input_tokens =
+                        five.unwrap_or(0).saturating_add(hour.unwrap_or(0));
                 }
             }
         }
@@ -140,6 +164,20 @@ mod tests {
 
         assert_eq!(usage.cache_creation_5m_input_tokens, 100);
         assert_eq!(usage.cache_creation_1h_input_tokens, 200);
+    }
+
+    #[test]
+    fn a_figure_no_answer_can_have_makes_the_usage_unreadable() {
+        let at_most = format!(r#"{{"output_tokens":{MAX_TOKENS}}}"#);
+        let over = format!(r#"{{"input_tokens":7,"output_tokens":{}}}"#, MAX_TOKENS + 1);
+        let split_over = format!(
+            r#"{{"cache_creation":{{"ephemeral_1h_input_tokens":{}}}}}"#,
+            u64::MAX
+        );
+
+        assert_eq!(wire(&at_most).output_tokens, Some(MAX_TOKENS));
+        assert!(serde_json::from_str::<WireUsage>(&over).is_err());
+        assert!(serde_json::from_str::<WireUsage>(&split_over).is_err());
     }
 
     #[test]

@@ -35,9 +35,11 @@ pub const FIELDS: [&str; 8] = [
 
 const DAY_TTL: Duration = Duration::from_secs(400 * 86_400);
 const MONTH_TTL: Duration = Duration::from_secs(5 * 366 * 86_400);
-/// How long a request id is remembered, so a retried write is not counted
-/// twice.
-const SEEN_TTL: Duration = Duration::from_secs(86_400);
+/// How long a write id is remembered, so a retried write is not counted
+/// twice: as long as a write is retried, and a little more. Every write
+/// leaves a marker per counter group (a busy relay, millions a day), so
+/// not longer.
+pub const SEEN_TTL: Duration = Duration::from_secs(7 * 3600);
 /// While Redis is away a count is retried, the wait growing from the first
 /// delay to at most the longest, for `RETRY_FOR`: an outage of hours loses
 /// nothing. Well inside `SEEN_TTL`, so a write that landed but whose reply
@@ -148,20 +150,26 @@ pub enum Subject<'a> {
 /// KEYS: the seen marker, then the hashes. ARGV: the marker's ttl, then
 /// for each hash its ttl (0: none), its number of field/increment pairs and
 /// the pairs. Counts nothing if the marker exists, so a retried write is
-/// never counted twice.
+/// never counted twice. An increment Redis refuses (a counter that would
+/// pass its 64-bit range) is skipped and named in the reply; the others
+/// are counted all the same, since the marker is already set.
 const RECORD: &str = r"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {} end
+local refused = {}
 local at = 2
 for k = 2, #KEYS do
   local ttl, pairs = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   at = at + 2
   for i = 1, pairs do
-    redis.call('HINCRBY', KEYS[k], ARGV[at], ARGV[at + 1])
+    local reply = redis.pcall('HINCRBY', KEYS[k], ARGV[at], ARGV[at + 1])
+    if type(reply) == 'table' and reply.err then
+      refused[#refused + 1] = KEYS[k] .. ' ' .. ARGV[at] .. ' +' .. ARGV[at + 1] .. ': ' .. reply.err
+    end
     at = at + 2
   end
   if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
 end
-return 1
+return refused
 ";
 
 static RECORD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD));
@@ -387,13 +395,18 @@ impl Inner {
                     invocation.arg(field).arg(value);
                 }
             }
-            let _: i64 = invocation.invoke_async(&mut self.store.conn()).await?;
+            let refused: Vec<String> = invocation.invoke_async(&mut self.store.conn()).await?;
+            refused_increments(&refused);
             StoreResult::Ok(())
         });
-        let spend = merged
-            .spend
-            .iter()
-            .map(|(day, accounts)| self.store.add_account_spend(write_id, *day, accounts));
+        let spend = merged.spend.iter().map(|(day, accounts)| async move {
+            let refused = self
+                .store
+                .add_account_spend(write_id, *day, accounts)
+                .await?;
+            refused_increments(&refused);
+            StoreResult::Ok(())
+        });
         let models = async {
             if merged.models.is_empty() {
                 return Ok(());
@@ -467,6 +480,14 @@ async fn gather(inner: std::sync::Weak<Inner>, signals: Arc<Signals>) {
         if !events.is_empty() {
             tokio::spawn(async move { inner.write_with_retries(events).await });
         }
+    }
+}
+
+/// Increments Redis refused while it counted the rest of a write: the
+/// counters named are short of them.
+fn refused_increments(refused: &[String]) {
+    for increment in refused {
+        tracing::error!(increment, "a usage counter refused an increment");
     }
 }
 

@@ -362,3 +362,122 @@ async fn upstream_errors_and_refusals_count_nothing() {
         "only the answered request"
     );
 }
+
+/// Answers gathered into one write around midnight belong to two usage
+/// days: each day's copy of the account's spending (what daily quotas
+/// read) gets its own answers' cost, as the account's own counters do.
+#[tokio::test]
+async fn a_write_spanning_midnight_adds_to_both_days_of_the_accounts_spending() {
+    use claude_relay::usage::record::{Period, UsageEvent};
+    use time::macros::datetime;
+
+    let env = TestEnv::start().await;
+    let before = datetime!(2026-12-04 23:59:59.990 UTC);
+    let after = datetime!(2026-12-05 00:00:00.010 UTC);
+    for (n, at) in [(1, before), (2, after)] {
+        env.recorder.spawn(UsageEvent {
+            request_id: format!("req_midnight_{n}"),
+            key_id: "key-1".into(),
+            account_id: "acct-a".into(),
+            model: SONNET.into(),
+            usage: claude_relay::usage::Usage {
+                input_tokens: 1_000 * n,
+                ..Default::default()
+            },
+            cost_nano_usd: 3_000_000 * n,
+            at,
+            key_limits: std::sync::Arc::default(),
+        });
+    }
+    env.recorder.drain(std::time::Duration::from_secs(10)).await;
+
+    let days = [before.date(), after.date()];
+    let own = env
+        .recorder
+        .read(Subject::Account("acct-a"), &days.map(Period::Day))
+        .await
+        .unwrap();
+    let mut quota_copy = Vec::new();
+    for day in days {
+        let health = env.store.account_health(&["acct-a"], day).await.unwrap();
+        quota_copy.push(health[0].spent_nano_usd);
+    }
+    assert_eq!(own[0].cost_nano_usd, 3_000_000);
+    assert_eq!(own[1].cost_nano_usd, 6_000_000);
+    assert_eq!(quota_copy, [3_000_000, 6_000_000]);
+}
+
+/// An upstream that reports more tokens than any answer has (here past
+/// Redis's 64-bit integers, and at `u64::MAX`, which wrapped merged sums
+/// around) is not believed, and the answers written with it are counted
+/// in full.
+#[tokio::test]
+async fn absurd_token_figures_are_not_believed_and_spoil_no_other_answer() {
+    let offset = midday_offset();
+    let env = TestEnv::builder()
+        .config(move |config| config.usage_utc_offset = offset)
+        .start()
+        .await;
+    let mut answers = vec![standard(5, 0, 0, u64::MAX), standard(1 << 63, 0, 0, 30)];
+    answers.extend((0..10).map(|_| standard(7, 0, 0, 30)));
+    env.mock.push_answers("sk-up-A", answers);
+
+    let sends = (0..12).map(|_| env.post_messages(K1, body(true)));
+    let statuses: Vec<u16> = futures::future::join_all(sends)
+        .await
+        .iter()
+        .map(|response| response.status)
+        .collect();
+
+    assert_eq!(statuses, [200; 12]);
+    let counted = env.usage_after(KEY, 12).await;
+    assert_eq!(counted.requests, 12);
+    assert_eq!(
+        counted.input_tokens, 75,
+        "5 + 10 × 7: the 2^63 start is unreadable"
+    );
+    assert_eq!(
+        counted.output_tokens, 331,
+        "1 (before the u64::MAX delta) + 30 + 10 × 30"
+    );
+    assert_eq!(counted.cost_nano_usd, 75 * 3_000 + 331 * 15_000);
+    assert_eq!(env.total(Subject::Account("acct-a")).await, counted);
+    let today = time::OffsetDateTime::now_utc().to_offset(offset).date();
+    let health = env.store.account_health(&["acct-a"], today).await.unwrap();
+    assert_eq!(health[0].spent_nano_usd, counted.cost_nano_usd);
+}
+
+/// A counter at the end of Redis's integer range refuses its increment;
+/// every other counter of the same write still counts the answer.
+#[tokio::test]
+async fn a_counter_at_the_end_of_its_range_refuses_only_its_own_increment() {
+    use claude_relay::usage::record::Period;
+
+    let env = TestEnv::builder()
+        .config(|config| config.usage_utc_offset = midday_offset())
+        .start()
+        .await;
+    let names = env.store.names();
+    let total = names.usage(&names.key_tag("key-1"), &Period::Total);
+    let nearly_full = i64::MAX - 10;
+    let _: () = redis::cmd("HSET")
+        .arg(&total)
+        .arg("cost_nano_usd")
+        .arg(nearly_full)
+        .query_async(&mut env.store.conn())
+        .await
+        .unwrap();
+    env.mock
+        .push_answers("sk-up-A", vec![standard(7, 0, 0, 30)]);
+
+    assert_eq!(env.post_messages(K1, body(true)).await.status, 200);
+
+    let counted = env.usage_after(KEY, 1).await;
+    assert_eq!(counted.requests, 1);
+    assert_eq!(counted.input_tokens, 7);
+    assert_eq!(counted.output_tokens, 30);
+    assert_eq!(counted.cost_nano_usd, nearly_full.unsigned_abs());
+    let period = env.recorder.periods(time::OffsetDateTime::now_utc());
+    let today = env.recorder.read(KEY, &period[..1]).await.unwrap()[0];
+    assert_eq!(today.cost_nano_usd, 7 * 3_000 + 30 * 15_000);
+}
