@@ -571,7 +571,7 @@ impl Default for Config {
             limits: LimitSettings {
                 lease_ttl: Duration::from_secs(60),
                 key_cache_ttl: Duration::from_secs(2),
-                wait_queue_limit: 100,
+                wait_queue_limit: 32,
             },
         }
     }

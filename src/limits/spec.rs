@@ -89,8 +89,13 @@ impl KeyLimits {
     /// Whether admission has anything to check for this key; a key that
     /// has not is admitted without asking Redis.
     pub fn checks_anything(&self) -> bool {
-        self.concurrency > 0
-            || self.window().is_some()
+        self.concurrency > 0 || self.reads_counters()
+    }
+
+    /// Whether admission reads the usage counters for this key (a window
+    /// or budgets), so they should be written without delay.
+    pub fn reads_counters(&self) -> bool {
+        self.window().is_some()
             || !self.budgets.is_none()
             || self
                 .family_budgets

@@ -117,7 +117,7 @@ impl UsageSink for Billing {
             requested_model,
             key_limits,
         } = *self;
-        let model = observed.model.unwrap_or(requested_model);
+        let model = observed.model.unwrap_or_else(|| requested_model.clone());
         let cost = match prices.cost(&model, &observed.usage) {
             Some(cost) => cost,
             None => {
@@ -131,6 +131,7 @@ impl UsageSink for Billing {
         };
         crate::telemetry::counted(&observed.usage, cost);
         recorder.spawn(UsageEvent {
+            requested_model,
             request_id: request_id.to_owned(),
             key_id,
             account_id,

@@ -180,6 +180,16 @@ impl Names {
         format!("{tag}:spend:{period}")
     }
 
+    /// Sets of every key and account that has usage counters, so a report
+    /// still finds them after their record is gone.
+    pub fn usage_keys(&self) -> String {
+        format!("{}{{usage}}:keys", self.prefix)
+    }
+
+    pub fn usage_accounts(&self) -> String {
+        format!("{}{{usage}}:accounts", self.prefix)
+    }
+
     /// Set of every model that has usage counters.
     pub fn usage_models(&self) -> String {
         format!("{}{{usage}}:models", self.prefix)

@@ -26,8 +26,10 @@ pub struct Merged {
     pub groups: BTreeMap<String, BTreeMap<String, HashIncrements>>,
     /// Usage day → account id → cost, for the accounts' daily quotas.
     pub spend: BTreeMap<Date, BTreeMap<String, u64>>,
-    /// Models that have counters.
+    /// Models, keys and accounts that have counters.
     pub models: BTreeSet<String>,
+    pub keys: BTreeSet<String>,
+    pub accounts: BTreeSet<String>,
 }
 
 impl Merged {

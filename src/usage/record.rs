@@ -56,7 +56,11 @@ pub struct UsageEvent {
     pub request_id: String,
     pub key_id: String,
     pub account_id: String,
+    /// The model that answered, as the upstream says.
     pub model: String,
+    /// The model the client asked for: a key's family budgets are checked
+    /// and charged by it, whatever an account maps it to.
+    pub requested_model: String,
     pub usage: Usage,
     pub cost_nano_usd: u64,
     pub at: OffsetDateTime,
@@ -254,6 +258,7 @@ impl Recorder {
     /// gathered in the next moment, retried with backoff while Redis is
     /// away; each attempt is idempotent.
     pub fn spawn(&self, event: UsageEvent) {
+        let reads_counters = event.key_limits.reads_counters();
         self.inner.pending.fetch_add(1, Ordering::SeqCst);
         lock(&self.inner.unwritten).insert(event.request_id.clone(), event.clone());
         let gathered = {
@@ -264,7 +269,9 @@ impl Recorder {
         if gathered == 1 {
             self.signals.gathered.notify_one();
         }
-        if gathered >= GATHER_AT_MOST {
+        // A key whose window or budgets are checked against these counters
+        // gets them at once: waiting would let more requests through.
+        if gathered >= GATHER_AT_MOST || reads_counters {
             self.signals.now.notify_one();
         }
     }
@@ -326,12 +333,25 @@ impl Recorder {
 
     /// Every model that has counters.
     pub async fn models(&self) -> StoreResult<Vec<String>> {
-        let mut models: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.inner.store.names().usage_models())
+        self.members(self.inner.store.names().usage_models()).await
+    }
+
+    /// Every key and every account that has counters, removed ones too.
+    pub async fn keys_and_accounts(&self) -> StoreResult<(Vec<String>, Vec<String>)> {
+        let names = self.inner.store.names();
+        Ok((
+            self.members(names.usage_keys()).await?,
+            self.members(names.usage_accounts()).await?,
+        ))
+    }
+
+    async fn members(&self, set: String) -> StoreResult<Vec<String>> {
+        let mut members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(set)
             .query_async(&mut self.inner.store.conn())
             .await?;
-        models.sort();
-        Ok(models)
+        members.sort();
+        Ok(members)
     }
 }
 
@@ -348,7 +368,11 @@ impl Inner {
                 event.at,
                 self.offset,
             )
-            .extras(Family::of(&event.model), &event.usage, event.cost_nano_usd);
+            .extras(
+                Family::of(&event.requested_model),
+                &event.usage,
+                event.cost_nano_usd,
+            );
             let groups = [
                 (Subject::Key(&event.key_id), key_extras.as_slice()),
                 (Subject::Account(&event.account_id), &[]),
@@ -371,6 +395,8 @@ impl Inner {
             let day = event.at.to_offset(self.offset).date();
             merged.add_spend(day, &event.account_id, event.cost_nano_usd);
             merged.models.insert(event.model.clone());
+            merged.keys.insert(event.key_id.clone());
+            merged.accounts.insert(event.account_id.clone());
         }
         merged
     }
@@ -407,24 +433,57 @@ impl Inner {
             refused_increments(&refused);
             StoreResult::Ok(())
         });
-        let models = async {
-            if merged.models.is_empty() {
-                return Ok(());
-            }
-            let _: i64 = redis::cmd("SADD")
-                .arg(names.usage_models())
-                .arg(merged.models.iter().collect::<Vec<_>>())
-                .query_async(&mut self.store.conn())
-                .await?;
-            StoreResult::Ok(())
-        };
+        let subjects = [
+            (names.usage_models(), &merged.models),
+            (names.usage_keys(), &merged.keys),
+            (names.usage_accounts(), &merged.accounts),
+        ];
+        let subjects = subjects
+            .into_iter()
+            .filter(|(_, members)| !members.is_empty())
+            .map(|(set, members)| async move {
+                let _: i64 = redis::cmd("SADD")
+                    .arg(set)
+                    .arg(members.iter().collect::<Vec<_>>())
+                    .query_async(&mut self.store.conn())
+                    .await?;
+                StoreResult::Ok(())
+            });
         futures::future::try_join3(
             futures::future::try_join_all(scripts),
             futures::future::try_join_all(spend),
-            models,
+            futures::future::try_join_all(subjects),
         )
         .await?;
         Ok(())
+    }
+
+    /// The write was confirmed, so it will never be sent again: its seen
+    /// markers are no longer needed. Best effort; their TTL is the backstop.
+    async fn forget_markers(&self, merged: &Merged, write_id: &str) {
+        let names = self.store.names();
+        let mut markers: Vec<String> = merged
+            .groups
+            .keys()
+            .map(|tag| names.usage_seen(tag, write_id))
+            .collect();
+        markers.extend(
+            merged
+                .spend
+                .keys()
+                .map(|day| names.accounts_spend_seen(write_id, &Period::Day(*day))),
+        );
+        // One DEL per marker: on Redis Cluster they sit on different slots.
+        let deletes = markers.iter().map(|marker| async move {
+            let result: redis::RedisResult<i64> = redis::cmd("DEL")
+                .arg(marker)
+                .query_async(&mut self.store.conn())
+                .await;
+            result
+        });
+        if let Err(error) = futures::future::try_join_all(deletes).await {
+            tracing::debug!(%error, "usage write markers left to expire");
+        }
     }
 
     /// Writes `events`, retrying while Redis is away, then marks them done.
@@ -434,7 +493,10 @@ impl Inner {
         let mut delays = retry_delays().enumerate();
         loop {
             let err = match self.write(&merged, &write_id).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.forget_markers(&merged, &write_id).await;
+                    break;
+                }
                 Err(err) => err,
             };
             let Some((retry, delay)) = delays.next() else {

@@ -1,5 +1,6 @@
 //! `claude-relay usage`: counters as an operator reads them.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 
 use serde::Serialize;
@@ -79,15 +80,24 @@ async fn subjects(
     recorder: &Recorder,
     query: &Query,
 ) -> anyhow::Result<Vec<(&'static str, String)>> {
+    // Keys and accounts with counters, their records removed or not, and
+    // those with records but no use yet.
+    let (used_keys, used_accounts) = recorder.keys_and_accounts().await?;
+    let mut keys: BTreeSet<String> = used_keys.into_iter().collect();
+    keys.extend(store.list_keys().await?.into_iter().map(|key| key.id));
+    let mut accounts: BTreeSet<String> = used_accounts.into_iter().collect();
+    accounts.extend(
+        store
+            .list_accounts()
+            .await?
+            .into_iter()
+            .map(|account| account.id),
+    );
     // A mistyped id would print an empty report that looks like no use.
-    if let Some(id) = &query.key
-        && store.key_by_id(id).await?.is_none()
-    {
+    if let Some(id) = query.key.as_ref().filter(|id| !keys.contains(*id)) {
         anyhow::bail!("no key with id {id}");
     }
-    if let Some(id) = &query.account
-        && store.account(id).await?.is_none()
-    {
+    if let Some(id) = query.account.as_ref().filter(|id| !accounts.contains(*id)) {
         anyhow::bail!("no account with id {id}");
     }
     let mut chosen = Vec::new();
@@ -97,20 +107,8 @@ async fn subjects(
     if !chosen.is_empty() {
         return Ok(chosen);
     }
-    chosen.extend(
-        store
-            .list_keys()
-            .await?
-            .into_iter()
-            .map(|key| ("key", key.id)),
-    );
-    chosen.extend(
-        store
-            .list_accounts()
-            .await?
-            .into_iter()
-            .map(|account| ("account", account.id)),
-    );
+    chosen.extend(keys.into_iter().map(|id| ("key", id)));
+    chosen.extend(accounts.into_iter().map(|id| ("account", id)));
     chosen.extend(
         recorder
             .models()

@@ -217,3 +217,35 @@ async fn relay_key(env: &TestEnv, key: &str) -> TestResponse {
     )
     .await
 }
+
+/// A family budget follows the model the client asked for: an account that
+/// maps it to another family's model does not take the request out of the
+/// budget it was admitted under.
+#[tokio::test]
+async fn a_family_budget_is_charged_by_the_requested_model_whatever_the_account_maps() {
+    let mut mapped = crate::harness::env::account("A", 1);
+    mapped["model_map"] = json!({"claude-opus-4-5": "claude-sonnet-4-5-20250929"});
+    let env = TestEnv::builder()
+        .accounts(vec![mapped])
+        .key(json!({"id": "key-b", "name": "B", "key": KB,
+                    "family_budgets_usd": {"opus": {"daily": CASE_A_USD}}}))
+        .config(|config| config.usage_utc_offset = midday_offset())
+        .start()
+        .await;
+    let opus = r#"{"model":"claude-opus-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    env.mock.push_answers("sk-up-A", vec![case_a()]);
+
+    let first = env.post_messages(KB, opus).await;
+    env.usage_after(KEY, 1).await;
+    let second = env.post_messages(KB, opus).await;
+
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(
+        env.seen_by("A")[0].json()["model"],
+        "claude-sonnet-4-5-20250929",
+        "the account got its own model"
+    );
+    assert_eq!(second.status, 402, "{}", second.text());
+    assert_eq!(second.error_code(), "family_daily_budget");
+    assert_eq!(env.seen_by("A").len(), 1);
+}

@@ -214,6 +214,7 @@ fn case_a(id: &str, limits: &KeyLimits) -> UsageEvent {
         key_id: id.to_owned(),
         account_id: "acct-a".into(),
         model: SONNET.into(),
+        requested_model: SONNET.into(),
         usage: Usage {
             input_tokens: 4,
             output_tokens: 23,

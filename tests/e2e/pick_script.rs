@@ -161,6 +161,7 @@ async fn arrange_load(store: &Store, id: &str, account: &Account, at: OffsetDate
             key_id: "key-1".into(),
             account_id: id.to_owned(),
             model: crate::harness::SONNET.into(),
+            requested_model: crate::harness::SONNET.into(),
             usage: Usage::default(),
             cost_nano_usd: account.spent,
             at,

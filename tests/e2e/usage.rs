@@ -380,6 +380,7 @@ async fn a_write_spanning_midnight_adds_to_both_days_of_the_accounts_spending() 
             key_id: "key-1".into(),
             account_id: "acct-a".into(),
             model: SONNET.into(),
+            requested_model: SONNET.into(),
             usage: claude_relay::usage::Usage {
                 input_tokens: 1_000 * n,
                 ..Default::default()
@@ -480,4 +481,60 @@ async fn a_counter_at_the_end_of_its_range_refuses_only_its_own_increment() {
     let period = env.recorder.periods(time::OffsetDateTime::now_utc());
     let today = env.recorder.read(KEY, &period[..1]).await.unwrap()[0];
     assert_eq!(today.cost_nano_usd, 7 * 3_000 + 30 * 15_000);
+}
+
+/// A confirmed write leaves no marker behind: they only guard a write that
+/// may be sent again.
+#[tokio::test]
+async fn confirmed_usage_writes_leave_no_markers_in_redis() {
+    let env = TestEnv::start().await;
+    for _ in 0..3 {
+        env.post_messages(K1, body(false)).await;
+    }
+    env.usage_after(KEY, 3).await;
+
+    let pattern = format!("{}*seen*", env.store.names().prefix());
+    let markers: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut env.store.conn())
+        .await
+        .unwrap();
+
+    assert!(markers.is_empty(), "{markers:?}");
+}
+
+/// The report keeps an account's past use after the account is removed.
+#[tokio::test]
+async fn the_usage_report_keeps_a_removed_accounts_counters() {
+    use claude_relay::usage::report;
+    let env = TestEnv::start().await;
+    env.post_messages(K1, body(false)).await;
+    env.usage_after(KEY, 1).await;
+    assert!(env.store.delete_account("acct-a").await.unwrap());
+
+    let sections = report::build(&env.store, &env.recorder, &report::Query::default())
+        .await
+        .unwrap();
+    let by_account = report::build(
+        &env.store,
+        &env.recorder,
+        &report::Query {
+            account: Some("acct-a".into()),
+            ..report::Query::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let account = sections
+        .iter()
+        .find(|section| section.kind == "account" && section.id == "acct-a")
+        .expect("the removed account is still reported");
+    let total = account
+        .rows
+        .iter()
+        .find(|row| row.period == "total")
+        .unwrap();
+    assert_eq!(total.counters.requests, 1);
+    assert_eq!(by_account.len(), 1);
 }
