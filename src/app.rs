@@ -1,5 +1,6 @@
 //! Builds the router and its state, and runs the server until stopped.
 
+use secrecy::ExposeSecret;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,6 +91,15 @@ impl Application {
     /// Binds the listener (port 0 picks a free port) and builds the router.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let config = Arc::new(config);
+        if let Some(token) = &config.secrets.admin_token {
+            let chars = token.expose_secret().trim().chars().count();
+            anyhow::ensure!(
+                chars >= crate::admin::api::MIN_TOKEN_CHARS,
+                "RELAY_ADMIN_TOKEN has {chars} characters; the admin API needs at least {} \
+                 (for example 32 random hex characters)",
+                crate::admin::api::MIN_TOKEN_CHARS
+            );
+        }
         let store = Store::connect(&config.redis)?;
         let prices = match &config.pricing_file {
             Some(path) => PriceTable::load(path)?,
@@ -370,6 +380,10 @@ async fn join_all(connections: &mut JoinSet<()>) {
 
 pub fn router(state: AppState) -> Router {
     let header_limit = middleware::from_fn_with_state(state.clone(), relay::limit_headers);
+    let admin = match &state.config.secrets.admin_token {
+        Some(token) => crate::admin::api::router(token),
+        None => Router::new(),
+    };
     Router::new()
         .route("/v1/messages", post(relay::messages))
         .route("/v1/messages/count_tokens", post(relay::count_tokens))
@@ -378,6 +392,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

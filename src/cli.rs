@@ -134,12 +134,6 @@ async fn usage(config: &Config, args: UsageArgs, out: &mut dyn Write) -> anyhow:
 }
 
 async fn serve(config: Config, out: &mut dyn Write) -> anyhow::Result<()> {
-    if config.secrets.admin_token.is_some() {
-        tracing::warn!(
-            "RELAY_ADMIN_TOKEN is set, but this relay has no HTTP admin API; \
-             manage keys and accounts with the claude-relay commands"
-        );
-    }
     let app = Application::build(config).await?;
     writeln!(out, "listening on http://{}", app.local_addr()?)?;
     out.flush()?;

@@ -104,6 +104,14 @@ pub enum RelayError {
     },
     #[error("internal error: {0:#}")]
     Internal(#[source] anyhow::Error),
+    #[error("admin request without the admin token")]
+    AdminUnauthorized,
+    #[error("no {kind} {id}")]
+    RecordNotFound { kind: &'static str, id: String },
+    #[error("{kind} {id} exists already")]
+    RecordExists { kind: &'static str, id: String },
+    #[error("invalid query string: {reason}")]
+    InvalidQuery { reason: String },
 }
 
 /// How an error is presented: status, Anthropic `error.type`, stable code.
@@ -182,6 +190,12 @@ impl RelayError {
                 "api_error",
                 "internal_error",
             ),
+            E::AdminUnauthorized => auth("admin_unauthorized"),
+            E::RecordNotFound { .. } => {
+                class(StatusCode::NOT_FOUND, "not_found_error", "record_not_found")
+            }
+            E::RecordExists { .. } => invalid_request(StatusCode::CONFLICT, "record_exists"),
+            E::InvalidQuery { .. } => invalid_request(StatusCode::BAD_REQUEST, "invalid_query"),
         }
     }
 
@@ -297,6 +311,19 @@ impl RelayError {
                  operator the request id."
                     .into()
             }
+            E::AdminUnauthorized => "The admin API needs the relay's admin token: send it as \
+                 Authorization: Bearer <token>. Relay keys do not open it."
+                .into(),
+            E::RecordNotFound { kind, id } => {
+                format!("There is no {kind} with id {id}. List them with GET /admin/{kind}s.")
+            }
+            E::RecordExists { kind, id } => format!(
+                "A {kind} with id {id} exists already. Pick another id, or change that {kind} \
+                 instead."
+            ),
+            E::InvalidQuery { reason } => format!(
+                "The query string is not valid: {reason}. Fix it and send the request again."
+            ),
         }
     }
 
@@ -375,6 +402,9 @@ impl RelayError {
                 Some(json!({ "content_type": content_type }))
             }
             E::InvalidHeader { name } => Some(json!({ "header": name })),
+            E::RecordNotFound { kind, id } | E::RecordExists { kind, id } => {
+                Some(json!({ "kind": kind, "id": id }))
+            }
             E::HeadersTooLarge {
                 size_bytes,
                 limit_bytes,
@@ -385,10 +415,12 @@ impl RelayError {
             | E::KeyDisabled
             | E::InvalidJson { .. }
             | E::InvalidBody { .. }
+            | E::InvalidQuery { .. }
             | E::StoreUnavailable(_)
             | E::NotFound { .. }
             | E::MethodNotAllowed { .. }
-            | E::Internal(_) => None,
+            | E::Internal(_)
+            | E::AdminUnauthorized => None,
         }
     }
 
@@ -614,7 +646,7 @@ impl IntoResponse for RelayError {
 mod tests {
     use super::*;
 
-    const VARIANTS: usize = 25;
+    const VARIANTS: usize = 29;
 
     /// Position of the variant; a new variant does not compile here until
     /// it is added, and then fails `one_of_each_covers_every_variant` until
@@ -647,6 +679,10 @@ mod tests {
             E::RateLimit { .. } => 22,
             E::BudgetExceeded { .. } => 23,
             E::BodyTimeout { .. } => 24,
+            E::AdminUnauthorized => 25,
+            E::RecordNotFound { .. } => 26,
+            E::RecordExists { .. } => 27,
+            E::InvalidQuery { .. } => 28,
         }
     }
 
@@ -713,6 +749,16 @@ mod tests {
                 resets_at: None,
             },
             E::BodyTimeout { idle_secs: 60 },
+            E::AdminUnauthorized,
+            E::RecordNotFound {
+                kind: "key",
+                id: text(),
+            },
+            E::RecordExists {
+                kind: "key",
+                id: text(),
+            },
+            E::InvalidQuery { reason: text() },
         ]
     }
 

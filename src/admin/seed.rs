@@ -168,20 +168,7 @@ impl SeedFile {
             if !ids.insert(("key", key.id.as_str())) {
                 bail!("key id {} appears twice", key.id);
             }
-            crate::store::check_id(&key.id).map_err(|err| anyhow::anyhow!("key: {err}"))?;
-            match (&key.key, &key.key_sha256) {
-                (Some(_), None) => {}
-                (None, Some(hash)) if is_sha256_hex(hash) => {}
-                (None, Some(_)) => bail!(
-                    "key {}: key_sha256 must be 64 lowercase hex characters",
-                    key.id
-                ),
-                _ => bail!("key {}: give exactly one of `key` and `key_sha256`", key.id),
-            }
-            check_key_terms(key)?;
-            key.limits()
-                .check()
-                .with_context(|| format!("key {}", key.id))?;
+            key.check()?;
         }
         Ok(())
     }
@@ -225,12 +212,12 @@ impl std::fmt::Debug for SeedAccount {
 }
 
 impl SeedAccount {
-    fn check(&self) -> anyhow::Result<()> {
+    pub fn check(&self) -> anyhow::Result<()> {
         super::accounts::check_fields(&self.id, &self.base_url, self.group.as_deref())
             .with_context(|| format!("account {}", self.id))
     }
 
-    fn record(&self, cipher: &CredentialCipher) -> anyhow::Result<AccountRecord> {
+    pub fn record(&self, cipher: &CredentialCipher) -> anyhow::Result<AccountRecord> {
         let credential = SecretString::from(self.credential.clone());
         let sealed = cipher
             .seal(&self.id, &credential)
@@ -254,7 +241,28 @@ impl SeedAccount {
 }
 
 impl SeedKey {
-    fn record(&self, pepper: Option<&SecretString>, created_at: OffsetDateTime) -> KeyRecord {
+    /// The checks a key entry passes before anything is stored.
+    pub fn check(&self) -> anyhow::Result<()> {
+        crate::store::check_id(&self.id).map_err(|err| anyhow::anyhow!("key: {err}"))?;
+        match (&self.key, &self.key_sha256) {
+            (Some(_), None) => {}
+            (None, Some(hash)) if is_sha256_hex(hash) => {}
+            (None, Some(_)) => bail!(
+                "key {}: key_sha256 must be 64 lowercase hex characters",
+                self.id
+            ),
+            _ => bail!(
+                "key {}: give exactly one of `key` and `key_sha256`",
+                self.id
+            ),
+        }
+        check_key_terms(self)?;
+        self.limits()
+            .check()
+            .with_context(|| format!("key {}", self.id))
+    }
+
+    pub fn record(&self, pepper: Option<&SecretString>, created_at: OffsetDateTime) -> KeyRecord {
         let key_sha256 = match (&self.key, &self.key_sha256) {
             (Some(key), _) => hash_key(key, pepper),
             (None, Some(hash)) => hash.clone(),

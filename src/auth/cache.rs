@@ -41,6 +41,13 @@ impl KeyCache {
         Ok(record)
     }
 
+    /// Drops what this instance remembers of a key, so a change made
+    /// through this instance's admin API applies to its next request.
+    pub fn forget(&self, hash: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.remove(hash);
+    }
+
     fn fresh(&self, hash: &str) -> Option<Option<Arc<KeyRecord>>> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let (at, record) = entries.get(hash)?;

@@ -10,6 +10,7 @@ mod harness;
 mod account_health;
 mod account_limits;
 mod accounts_cli;
+mod admin_api;
 mod admission;
 mod auth;
 mod bad_input;

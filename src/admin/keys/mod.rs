@@ -2,7 +2,7 @@
 //! store. A key is printed once, when it is created or rotated; the store
 //! keeps only its hash.
 
-mod view;
+pub(crate) mod view;
 
 use std::io::Write;
 
@@ -146,7 +146,7 @@ async fn create(
 
 /// A key limited to a client kind the relay does not know could never be
 /// used: refuse it while the operator is still there to fix the typo.
-fn check_clients(config: &Config, names: &[String]) -> anyhow::Result<()> {
+pub(crate) fn check_clients(config: &Config, names: &[String]) -> anyhow::Result<()> {
     for name in names {
         if !config.clients.iter().any(|rule| &rule.name == name) {
             let known: Vec<&str> = config.clients.iter().map(|r| r.name.as_str()).collect();
@@ -204,7 +204,7 @@ async fn rotate(
 }
 
 /// `key-` and 12 random hex characters.
-fn generated_id() -> anyhow::Result<String> {
+pub(crate) fn generated_id() -> anyhow::Result<String> {
     let mut bytes = [0u8; 6];
     getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no system randomness: {err}"))?;
     Ok(format!("key-{}", hex::encode(bytes)))

@@ -35,6 +35,11 @@ impl KeyView<'_> {
     }
 }
 
+/// A key as the admin API shows it: the same fields as `keys show --json`.
+pub fn to_json(record: &KeyRecord, now: OffsetDateTime) -> serde_json::Result<serde_json::Value> {
+    serde_json::to_value(KeyView::of(record, now))
+}
+
 /// `disabled`, `expired`, `unused` (its days have not started) or `active`.
 pub fn status(record: &KeyRecord, now: OffsetDateTime) -> &'static str {
     if record.disabled {

@@ -1,0 +1,310 @@
+//! The HTTP admin API: off without a token, opened only by it, and doing
+//! what the `keys`, `accounts` and `usage` commands do, with effects a
+//! relay user meets on the next request.
+
+use claude_relay::usage::record::Subject;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{K1, TestEnv, TestResponse, body, snapshot};
+
+const TOKEN: &str = "admin-token-0123456789abcdef0123";
+
+async fn with_admin() -> TestEnv {
+    TestEnv::builder()
+        .two_accounts()
+        .config(|config| config.secrets.admin_token = Some(TOKEN.to_owned().into()))
+        .start()
+        .await
+}
+
+async fn admin(env: &TestEnv, method: Method, path: &str, body: Option<Value>) -> TestResponse {
+    let mut request = env
+        .request(method, path)
+        .header("authorization", format!("Bearer {TOKEN}"));
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    env.send(request).await
+}
+
+#[tokio::test]
+async fn without_a_token_configured_there_is_no_admin_api() {
+    let env = TestEnv::start().await;
+
+    let response = env.send(
+        env.request(Method::GET, "/admin/keys")
+            .header("authorization", format!("Bearer {TOKEN}")),
+    );
+    let response = response.await;
+
+    assert_eq!(response.status, 404);
+    assert_eq!(response.error_code(), "not_found");
+}
+
+#[tokio::test]
+async fn the_admin_api_opens_only_to_the_admin_token() {
+    let env = with_admin().await;
+    let get = |auth: Option<String>| {
+        let mut request = env.request(Method::GET, "/admin/keys");
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        env.send(request)
+    };
+
+    let missing = get(None).await;
+    let relay_key = get(Some(format!("Bearer {K1}"))).await;
+    let wrong = get(Some(format!("Bearer {TOKEN}x"))).await;
+    let other_scheme = get(Some(format!("Basic {TOKEN}"))).await;
+    let lower_case_scheme = get(Some(format!("bearer {TOKEN}"))).await;
+
+    snapshot::error_body("admin_unauthorized", &missing);
+    for refused in [&missing, &relay_key, &wrong, &other_scheme] {
+        assert_eq!(refused.status, 401, "{refused:?}");
+        assert_eq!(refused.error_code(), "admin_unauthorized");
+    }
+    assert_eq!(lower_case_scheme.status, 200, "{lower_case_scheme:?}");
+    let listed = lower_case_scheme.json();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["key-1", "key-2", "key-3"]);
+}
+
+#[tokio::test]
+async fn a_key_created_through_the_api_works_and_its_changes_apply_at_once() {
+    let env = with_admin().await;
+
+    let created = admin(
+        &env,
+        Method::POST,
+        "/admin/keys",
+        Some(json!({"id": "key-api", "name": "Dashboard", "owner": "bob",
+                    "concurrency_limit": 2, "allowed_models": ["claude-sonnet-4-5"]})),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let created = created.json();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("cr_"), "{created}");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["owner"], "bob");
+    assert_eq!(env.post_messages(&key, body(false)).await.status, 200);
+    env.usage_after(Subject::Key("key-api"), 1).await;
+
+    let shown = admin(&env, Method::GET, "/admin/keys/key-api", None)
+        .await
+        .json();
+    assert!(shown.get("key").is_none(), "the key is shown only once");
+    assert_eq!(shown["usage"]["today"]["requests"], 1, "{shown}");
+    assert_eq!(shown["limit_status"]["concurrency"]["limit"], 2, "{shown}");
+    assert_eq!(shown["limit_status"]["concurrency"]["in_use"], 0, "{shown}");
+
+    let disabled = admin(&env, Method::POST, "/admin/keys/key-api/disable", None).await;
+    assert_eq!(disabled.json()["status"], "disabled");
+    assert_eq!(
+        env.post_messages(&key, body(false)).await.error_code(),
+        "key_disabled"
+    );
+    admin(&env, Method::POST, "/admin/keys/key-api/enable", None).await;
+    assert_eq!(env.post_messages(&key, body(false)).await.status, 200);
+
+    let rotated = admin(&env, Method::POST, "/admin/keys/key-api/rotate", None).await;
+    let new_key = rotated.json()["key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, key);
+    assert_eq!(
+        env.post_messages(&key, body(false)).await.error_code(),
+        "invalid_api_key"
+    );
+    assert_eq!(env.post_messages(&new_key, body(false)).await.status, 200);
+
+    let deleted = admin(&env, Method::DELETE, "/admin/keys/key-api", None).await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(
+        env.post_messages(&new_key, body(false)).await.error_code(),
+        "invalid_api_key"
+    );
+    let gone = admin(&env, Method::GET, "/admin/keys/key-api", None).await;
+    snapshot::error_body("admin_record_not_found", &gone);
+    assert_eq!(gone.status, 404);
+}
+
+#[tokio::test]
+async fn bad_key_entries_are_refused_with_what_is_wrong_and_nothing_stored() {
+    let env = with_admin().await;
+    let post = |body: Value| admin(&env, Method::POST, "/admin/keys", Some(body));
+
+    let existing = post(json!({"id": "key-1", "name": "again"})).await;
+    let unknown_field = post(json!({"name": "x", "colour": "blue"})).await;
+    let unknown_client = post(json!({"name": "x", "allowed_clients": ["claude-code"]})).await;
+    let bad_id = post(json!({"id": "a b", "name": "x"})).await;
+    let not_an_object = admin(&env, Method::POST, "/admin/keys", Some(json!(["x"]))).await;
+    let not_json = env
+        .send(
+            env.request(Method::POST, "/admin/keys")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .body("{"),
+        )
+        .await;
+    let not_declared_json = env
+        .send(
+            env.request(Method::POST, "/admin/keys")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(r#"{"name":"x"}"#),
+        )
+        .await;
+
+    snapshot::error_body("admin_record_exists", &existing);
+    assert_eq!(existing.status, 409);
+    for (refused, says) in [
+        (&unknown_field, "colour"),
+        (&unknown_client, "claude-code"),
+        (&bad_id, "a b"),
+        (&not_an_object, "JSON object"),
+    ] {
+        assert_eq!(refused.status, 400, "{refused:?}");
+        assert_eq!(refused.error_code(), "invalid_body");
+        let message = refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains(says), "{message}");
+    }
+    assert_eq!(not_json.error_code(), "invalid_json");
+    assert_eq!(not_declared_json.status, 415);
+    let listed = admin(&env, Method::GET, "/admin/keys", None).await.json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 3, "{listed}");
+}
+
+#[tokio::test]
+async fn accounts_are_listed_with_why_they_idle_and_never_with_their_credential() {
+    let env = with_admin().await;
+
+    let disabled = admin(&env, Method::POST, "/admin/accounts/acct-a/disable", None).await;
+    assert_eq!(disabled.json()["state"], "disabled");
+    let served = env.post_messages(K1, body(false)).await;
+    assert_eq!(served.status, 200);
+    assert_eq!(env.seen_by("B").len(), 1, "A is out of the pool");
+
+    let listed = admin(&env, Method::GET, "/admin/accounts", None).await;
+    let text = listed.text();
+    assert!(!text.contains("sk-up-"), "a credential leaked: {text}");
+    assert!(!text.contains("credential"), "{text}");
+    let listed = listed.json();
+    let a = &listed["data"][0];
+    assert_eq!(a["id"], "acct-a");
+    assert_eq!(a["state"], "disabled");
+    assert!(
+        a["why"]
+            .as_str()
+            .unwrap()
+            .contains("accounts enable acct-a"),
+        "{a}"
+    );
+    assert_eq!(listed["data"][1]["state"], "ready");
+    assert!(listed["data"][1]["last_used_secs_ago"].is_u64(), "{listed}");
+
+    let enabled = admin(&env, Method::POST, "/admin/accounts/acct-a/enable", None).await;
+    assert_eq!(enabled.json()["state"], "ready");
+    assert_eq!(enabled.json()["why"], "takes traffic");
+    let missing = admin(&env, Method::POST, "/admin/accounts/acct-x/disable", None).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["details"]["kind"], "account");
+}
+
+#[tokio::test]
+async fn an_account_added_through_the_api_serves_and_can_be_removed() {
+    let env = TestEnv::builder()
+        .config(|config| config.secrets.admin_token = Some(TOKEN.to_owned().into()))
+        .accounts(Vec::new())
+        .start()
+        .await;
+    let refused = env.post_messages(K1, body(false)).await;
+    assert_eq!(refused.error_code(), "no_upstream_available");
+
+    let added = admin(
+        &env,
+        Method::POST,
+        "/admin/accounts",
+        Some(
+            json!({"id": "acct-new", "name": "New", "base_url": env.mock.url(),
+                    "credential": "sk-up-A", "priority": 3}),
+        ),
+    )
+    .await;
+    assert_eq!(added.status, 201, "{added:?}");
+    assert!(!added.text().contains("sk-up-A"));
+    assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
+    assert_eq!(env.seen_by("A").len(), 1);
+    let again = admin(
+        &env,
+        Method::POST,
+        "/admin/accounts",
+        Some(
+            json!({"id": "acct-new", "name": "New", "base_url": env.mock.url(),
+                    "credential": "sk-up-A"}),
+        ),
+    )
+    .await;
+    assert_eq!(again.error_code(), "record_exists");
+
+    let removed = admin(&env, Method::DELETE, "/admin/accounts/acct-new", None).await;
+    assert_eq!(removed.status, 204);
+    assert_eq!(
+        env.post_messages(K1, body(false)).await.error_code(),
+        "no_upstream_available"
+    );
+}
+
+#[tokio::test]
+async fn usage_reads_the_same_counters_as_the_usage_command() {
+    let env = with_admin().await;
+    env.post_messages(K1, body(false)).await;
+    env.post_messages(K1, body(true)).await;
+    let counted = env.usage_after(Subject::Key("key-1"), 2).await;
+
+    let usage = admin(&env, Method::GET, "/admin/usage?key=key-1", None).await;
+    let bad_since = admin(&env, Method::GET, "/admin/usage?since=yesterday", None).await;
+    let unknown = admin(&env, Method::GET, "/admin/usage?colour=blue", None).await;
+
+    let usage = usage.json();
+    let section = &usage["data"][0];
+    assert_eq!(section["kind"], "key");
+    assert_eq!(section["id"], "key-1");
+    let total = section["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["period"] == "total")
+        .unwrap_or_else(|| panic!("no total row in {section}"));
+    assert_eq!(total["requests"], counted.requests);
+    assert_eq!(total["input_tokens"], counted.input_tokens);
+    assert_eq!(total["output_tokens"], counted.output_tokens);
+    assert_eq!(total["cost_nano_usd"], counted.cost_nano_usd);
+    snapshot::error_body("admin_invalid_query", &bad_since);
+    assert_eq!(bad_since.status, 400);
+    assert_eq!(unknown.error_code(), "invalid_query");
+}
+
+#[tokio::test]
+async fn a_short_admin_token_stops_the_relay_from_starting() {
+    let mut config = claude_relay::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    config.secrets.admin_token = Some("short".to_owned().into());
+
+    let built = claude_relay::app::Application::build(config).await;
+
+    let Err(err) = built else {
+        panic!("a relay with a 5-character admin token started");
+    };
+    assert!(err.to_string().contains("at least 24"), "{err}");
+}
