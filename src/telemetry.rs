@@ -92,6 +92,7 @@ pub fn route(path: &str) -> &'static str {
         "/v1/models" => "models",
         "/relay/key" => "relay_key",
         "/health" | "/ready" | "/metrics" => "ops",
+        admin if admin.starts_with("/admin/") => "admin",
         _ => "other",
     }
 }
