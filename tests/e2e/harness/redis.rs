@@ -131,6 +131,7 @@ async fn start() -> Result<(testcontainers::ContainerAsync<GenericImage>, String
         .with_exposed_port(6379.tcp())
         .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
         .with_labels(test_labels())
+        .with_host_config_modifier(publish_on_loopback_only)
         .start()
         .await
         .map_err(|err| explain(&image, &err))?;
@@ -139,6 +140,23 @@ async fn start() -> Result<(testcontainers::ContainerAsync<GenericImage>, String
         .await
         .map_err(|err| format!("Redis container started but its port is unknown: {err}"))?;
     Ok((container, format!("redis://127.0.0.1:{port}")))
+}
+
+/// Publishes the Redis port on 127.0.0.1 alone (a free port picked by the
+/// engine), not on every interface: the test Redis has no password.
+fn publish_on_loopback_only(host: &mut testcontainers::bollard::models::HostConfig) {
+    use testcontainers::bollard::models::PortBinding;
+    host.publish_all_ports = Some(false);
+    host.port_bindings = Some(
+        [(
+            "6379/tcp".to_owned(),
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".to_owned()),
+                host_port: Some(String::new()),
+            }]),
+        )]
+        .into(),
+    );
 }
 
 fn explain(image: &str, err: &testcontainers::TestcontainersError) -> String {
@@ -161,7 +179,7 @@ fn explain(image: &str, err: &testcontainers::TestcontainersError) -> String {
 /// runs.
 pub fn remove_orphans() {
     let Ok(output) = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label={LABEL}")])
+        .args(["ps", "-a", "--filter", &format!("label={LABEL}")])
         .args(["--filter", &format!("label={LABEL}.host={}", host())])
         .args([
             "--format",
