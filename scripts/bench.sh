@@ -14,7 +14,8 @@ CONNECTIONS="${BENCH_CONNECTIONS:-16}"
 command -v wrk >/dev/null || {
   echo "installing wrk from Debian's packages" >&2
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-  $SUDO apt-get install -y -qq wrk >/dev/null
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
 }
 
 # shellcheck source=scripts/lib.sh

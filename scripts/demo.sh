@@ -19,7 +19,7 @@ trap 'exit 130' INT TERM
 say() { printf '==> %s\n' "$*" >&2; }
 
 say "building claude-relay and mock-upstream (release)"
-cargo build --release --quiet --bins --workspace
+cargo build --release --bins --workspace
 
 if docker info >/dev/null 2>&1; then
   scripts/build-redis-image.sh >&2

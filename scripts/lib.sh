@@ -33,5 +33,8 @@ listening_url() {
 # 64 random lowercase hex characters.
 random_hex() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 
-# Where cargo puts release binaries: CARGO_TARGET_DIR when set, else ./target.
-BIN="${CARGO_TARGET_DIR:-target}/release"
+# Where cargo puts release binaries (CARGO_TARGET_DIR when set, else
+# ./target), as an absolute path, so printed commands work from anywhere.
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+[[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$PWD/$TARGET_DIR"
+BIN="$TARGET_DIR/release"

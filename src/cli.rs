@@ -147,10 +147,14 @@ async fn seed(config: &Config, file: &std::path::Path, out: &mut dyn Write) -> a
         .apply(&store, &config.secrets)
         .await
         .context("writing the seed to Redis")?;
+    let plural = |count: usize, one: &str, many: &str| {
+        format!("{count} {}", if count == 1 { one } else { many })
+    };
     writeln!(
         out,
-        "seeded {} accounts and {} keys",
-        report.accounts, report.keys
+        "seeded {} and {}",
+        plural(report.accounts, "account", "accounts"),
+        plural(report.keys, "key", "keys")
     )?;
     Ok(())
 }

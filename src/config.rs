@@ -527,8 +527,9 @@ impl Config {
 
 fn parse_offset(text: &str) -> anyhow::Result<UtcOffset> {
     let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
-    UtcOffset::parse(text.trim(), &format)
-        .with_context(|| format!("usage_utc_offset {text:?} is not of the form +HH:MM"))
+    UtcOffset::parse(text.trim(), &format).map_err(|_| {
+        anyhow::anyhow!("usage_utc_offset {text:?} is not an offset such as +00:00 or -05:30")
+    })
 }
 
 fn secs_or(value: Option<u64>, default: Duration) -> Duration {

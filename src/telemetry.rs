@@ -31,6 +31,7 @@ pub fn install() -> Option<PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
+            start_at_zero();
             Some(handle)
         })
         .clone()
@@ -76,6 +77,18 @@ fn describe() {
         "relay_usage_writes_failed_total",
         "Usage writes that failed, by whether they will be retried."
     );
+}
+
+/// Series that count rare events exist from the start, so a scrape (and an
+/// alert on their rate) sees 0 rather than nothing.
+fn start_at_zero() {
+    counter!("relay_streams_cut_total").absolute(0);
+    counter!("relay_cost_nano_usd_total").absolute(0);
+    gauge!("relay_waiting_for_slot").set(0.0);
+    gauge!("relay_requests_in_flight").set(0.0);
+    for retry in ["yes", "no"] {
+        counter!("relay_usage_writes_failed_total", "retried" => retry).absolute(0);
+    }
 }
 
 /// The text a Prometheus scrape gets.

@@ -55,8 +55,8 @@ impl CredentialCipher {
     pub fn from_secrets(secrets: &Secrets) -> anyhow::Result<CredentialCipher> {
         let mode = match (&secrets.account_key, secrets.plaintext_credentials) {
             (Some(_), true) => bail!(
-                "RELAY_ACCOUNT_KEY and RELAY_PLAINTEXT_CREDENTIALS=true contradict each other: \
-                 set one of them"
+                "an account key (RELAY_ACCOUNT_KEY or RELAY_ACCOUNT_KEY_FILE) and \
+                 RELAY_PLAINTEXT_CREDENTIALS=true contradict each other: set one of them"
             ),
             (Some(key), false) => Mode::Sealed(Box::new(parse_key(key)?)),
             (None, true) => Mode::Plaintext,

@@ -133,7 +133,7 @@ async fn seed_command_loads_the_file_and_running_it_twice_is_harmless() {
         );
         assert_eq!(
             String::from_utf8_lossy(&output.stdout).trim(),
-            "seeded 1 accounts and 1 keys"
+            "seeded 1 account and 1 key"
         );
     }
 

@@ -148,6 +148,10 @@ async fn metrics_count_requests_attempts_and_tokens_without_key_labels() {
     assert!(text.contains("relay_request_duration_seconds_bucket{route=\"messages\""));
     assert!(text.contains("relay_first_byte_seconds_bucket{route=\"messages\""));
     assert!(!text.contains(&K1[3..]), "no key in the metrics");
+    // Rare events are series from the start, so an alert sees 0, not nothing.
+    line("relay_streams_cut_total ");
+    line("relay_waiting_for_slot ");
+    line("relay_usage_writes_failed_total{retried=\"no\"} ");
 }
 
 #[test]

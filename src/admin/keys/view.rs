@@ -127,17 +127,43 @@ pub fn show(
         ("status", status(key, now).to_owned()),
         ("created", moment(key.created_at)),
         ("expires", expiry(key)),
-        ("first use", moment(key.activated_at)),
+        ("first use", first_use(key)),
         ("services", services.join(", ")),
         ("allowed clients", listed(&key.allowed_clients, "any")),
         ("allowed models", listed(&key.allowed_models, "any")),
         ("denied models", listed(&key.denied_models, "none")),
+        (
+            "served by",
+            key.account
+                .clone()
+                .unwrap_or_else(|| "the shared pool".into()),
+        ),
+        ("limits", limits(key)),
         ("key sha256", key.key_sha256.clone()),
     ];
     for (label, value) in lines {
         writeln!(out, "{:<16} {value}", format!("{label}:"))?;
     }
     Ok(())
+}
+
+/// Only keys valid for some days from their first use record it.
+fn first_use(key: &KeyRecord) -> String {
+    match (key.activated_at, key.activation_days) {
+        (Some(at), _) => moment(Some(at)),
+        (None, Some(_)) => "not yet".into(),
+        (None, None) => "not recorded (no activation days)".into(),
+    }
+}
+
+/// The configured limits as the record stores them; their use is what
+/// `limits show` prints.
+fn limits(key: &KeyRecord) -> String {
+    if !key.limits.checks_anything() {
+        return "none".into();
+    }
+    let text = serde_json::to_string(&key.limits).unwrap_or_default();
+    format!("{text} (their use: claude-relay limits show {})", key.id)
 }
 
 fn moment(at: Option<OffsetDateTime>) -> String {
@@ -277,7 +303,35 @@ mod tests {
         assert!(shown.contains("allowed clients: claude_code\n"));
         assert!(shown.contains("allowed models:  any\n"));
         assert!(shown.contains("denied models:   claude-opus-4-5\n"));
-        assert_eq!(shown.lines().count(), 12);
+        assert!(shown.contains("served by:       the shared pool\n"));
+        assert!(shown.contains("limits:          none\n"));
+        assert_eq!(shown.lines().count(), 14);
+    }
+
+    #[test]
+    fn show_names_the_binding_and_the_limits_it_enforces() {
+        let record = KeyRecord {
+            account: Some("group:team".into()),
+            limits: crate::limits::spec::KeyLimits {
+                concurrency: 3,
+                ..Default::default()
+            },
+            ..key("key-1")
+        };
+
+        let shown = text(|out| show(&record, NOW, false, out));
+
+        assert!(shown.contains("served by:       group:team\n"), "{shown}");
+        assert!(
+            shown.contains(
+                "limits:          {\"concurrency\":3} (their use: claude-relay limits show key-1)\n"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("first use:       not recorded (no activation days)\n"),
+            "{shown}"
+        );
     }
 
     #[test]
