@@ -3,9 +3,11 @@
 //!
 //! Every key here carries the `{accounts}` hash tag, so each script below
 //! touches one slot and runs unchanged on Redis Cluster. Records change
-//! only through these functions, and each change bumps a version counter:
-//! instances cache the records and learn from the pick script, in the same
-//! round trip, when their copy is out of date.
+//! only through these functions, and each change writes a new random
+//! version: instances cache the records and learn from the pick script, in
+//! the same round trip, when their copy is out of date. A counter would not
+//! do: after Redis loses its data and is seeded again, it can count back up
+//! to the very number an instance cached.
 
 use std::time::Duration;
 
@@ -40,6 +42,7 @@ impl Store {
             .key(self.names.accounts_version())
             .arg(&record.id)
             .arg(encode(record))
+            .arg(fresh_version())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())
@@ -61,6 +64,7 @@ impl Store {
             .key(self.names.cooldown(id))
             .key(self.names.account_leases(id))
             .arg(id)
+            .arg(fresh_version())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(removed > 0)
@@ -224,19 +228,35 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// KEYS: records, version. ARGV: id, record.
+/// A version no earlier write used: 128 random bits, or where the system
+/// has no randomness, the time, the process and a counter.
+fn fresh_version() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_ok() {
+        return hex::encode(bytes);
+    }
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let count = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{count:x}", std::process::id())
+}
+
+/// KEYS: records, version. ARGV: id, record, new version.
 const PUT_ACCOUNT: &str = r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[2], ARGV[3])
 ";
 
-/// KEYS: records, version, status, last_used, cooldown, leases. ARGV: id.
+/// KEYS: records, version, status, last_used, cooldown, leases. ARGV: id,
+/// new version.
 const DELETE_ACCOUNT: &str = r"
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('DEL', KEYS[5], KEYS[6])
-redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[2], ARGV[2])
 return removed
 ";
 

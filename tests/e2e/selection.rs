@@ -250,3 +250,44 @@ async fn an_account_sealed_under_another_key_is_skipped_not_fatal() {
     assert!(env.seen_by("A").is_empty());
     assert_eq!(env.seen_by("B").len(), 1);
 }
+
+/// Redis lost its data and was seeded again, with account A now disabled:
+/// the relay's cached records must not survive that, even though the same
+/// number of writes happened since.
+#[tokio::test]
+async fn records_seeded_again_after_redis_lost_its_data_replace_the_cached_ones() {
+    let env = TestEnv::builder().two_accounts().start().await;
+    let first = env.post_messages(K1, conversation(1)).await;
+    assert_eq!(env.seen_by("A").len(), 1, "A serves while it is first");
+
+    let mut conn = env.store.conn();
+    let names: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", env.store.names().prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&names)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut disabled_a = account("A", 1);
+    disabled_a["schedulable"] = json!(false);
+    let seed = json!({
+        "accounts": [disabled_a, account("B", 2)],
+        "keys": [{"id": "key-1", "name": "K1", "key": K1}],
+    });
+    let mock_url = env.mock.url();
+    claude_relay::admin::seed::SeedFile::parse(&seed.to_string(), &|name| {
+        (name == "MOCK_URL").then(|| mock_url.clone())
+    })
+    .unwrap()
+    .apply(&env.store, &env.config.secrets)
+    .await
+    .unwrap();
+    let after = env.post_messages(K1, conversation(2)).await;
+
+    assert_eq!((first.status, after.status), (200, 200));
+    assert_eq!(env.seen_by("A").len(), 1, "the disabled A took a request");
+    assert_eq!(env.seen_by("B").len(), 1);
+}
