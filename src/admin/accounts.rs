@@ -177,9 +177,7 @@ fn read_credential(path: &Path) -> anyhow::Result<SecretString> {
             .with_context(|| format!("reading the credential from {}", path.display()))?;
     }
     let credential = text.trim_end_matches(['\n', '\r']);
-    if credential.trim().is_empty() {
-        bail!("the credential is empty");
-    }
+    check_credential(credential)?;
     Ok(SecretString::from(credential.to_owned()))
 }
 
@@ -208,6 +206,26 @@ fn parse_map(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
             _ => bail!("--map {pair:?}: write REQUESTED=UPSTREAM"),
         })
         .collect()
+}
+
+/// A credential travels in a header: it must be visible ASCII, without
+/// spaces or line breaks, or every request through the account would fail.
+pub fn check_credential(credential: &str) -> anyhow::Result<()> {
+    if credential.is_empty() {
+        bail!("the credential is empty");
+    }
+    if let Some(bad) = credential.chars().find(|c| !c.is_ascii_graphic()) {
+        bail!(
+            "the credential holds {}, which cannot be sent in a header; it must be visible \
+             ASCII without spaces or line breaks",
+            match bad {
+                '\n' | '\r' => "a line break".to_owned(),
+                ' ' | '\t' => "a space".to_owned(),
+                other => format!("the character {other:?}"),
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Reads, changes and writes one record (the version bump makes every

@@ -214,6 +214,7 @@ impl std::fmt::Debug for SeedAccount {
 impl SeedAccount {
     pub fn check(&self) -> anyhow::Result<()> {
         super::accounts::check_fields(&self.id, &self.base_url, self.group.as_deref())
+            .and_then(|()| super::accounts::check_credential(&self.credential))
             .with_context(|| format!("account {}", self.id))
     }
 
@@ -384,6 +385,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("NOPE is not set"), "{err:#}");
+    }
+
+    #[test]
+    fn credentials_that_cannot_be_a_header_value_are_refused() {
+        for (credential, says) in [
+            ("sk-a\nb", "a line break"),
+            ("sk a", "a space"),
+            ("", "empty"),
+            ("sk-\u{e9}", "visible ASCII"),
+        ] {
+            let seed = serde_json::json!({"accounts": [{"id": "a", "name": "A",
+                "base_url": "http://127.0.0.1:9", "credential": credential}]});
+            let err = SeedFile::parse(&seed.to_string(), &env).unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{credential:?}: {err:#}");
+        }
     }
 
     #[test]
