@@ -53,7 +53,10 @@ pub async fn models(
     Extension(log): Extension<Arc<RequestLog>>,
     request: Request,
 ) -> Result<Response, RelayError> {
-    let (parts, _body) = request.into_parts();
+    let (mut parts, _body) = request.into_parts();
+    // HEAD gets the head of the answer to GET (the server drops the body);
+    // the upstream is asked with GET, as the list is read and filtered.
+    parts.method = axum::http::Method::GET;
     let key = admit(&state, &log, &parts.headers, Some(Service::Models)).await?;
     check_header_text(&parts.headers)?;
     record_first_use(&state, &key).await?;

@@ -149,3 +149,24 @@ async fn without_configured_models_a_failed_listing_is_the_usual_error() {
     assert_eq!(response.status, 503);
     assert_eq!(response.error_code(), "no_upstream_available");
 }
+
+/// HEAD is answered like GET without a body; the upstream is asked with
+/// GET, never HEAD (which an upstream may not serve).
+#[tokio::test]
+async fn head_on_the_model_list_asks_the_upstream_with_get() {
+    let env = TestEnv::start().await;
+
+    let response = env
+        .send(
+            env.request(Method::HEAD, "/v1/models")
+                .header("x-api-key", K1)
+                .header("anthropic-version", "2023-06-01"),
+        )
+        .await;
+
+    assert_eq!(response.status, 200);
+    assert!(response.text().is_empty());
+    let seen = env.seen_by("A");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "GET");
+}
