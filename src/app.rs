@@ -155,7 +155,10 @@ impl Application {
             recorder,
             stopping,
         } = self;
-        let server = Arc::new(http_server(config.client_timeout));
+        let server = Arc::new(http_server(
+            config.client_timeout,
+            config.header_limit_bytes,
+        ));
         let (draining, drain_signal) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(stop);
@@ -224,14 +227,24 @@ impl Application {
 
 /// The HTTP/1 and HTTP/2 server every connection is served with. A client
 /// gets `client_timeout` to send its request's headers (a connection that
-/// trickles them would otherwise hold its socket for ever).
-fn http_server(client_timeout: std::time::Duration) -> ConnectionBuilder<TokioExecutor> {
+/// trickles them would otherwise hold its socket for ever). Both protocols
+/// accept headers well past `header_limit`, so that the relay itself, not
+/// the protocol layer, refuses them with its 431 envelope: HTTP/2 alone
+/// would reset anything over 16 KiB.
+fn http_server(
+    client_timeout: std::time::Duration,
+    header_limit: usize,
+) -> ConnectionBuilder<TokioExecutor> {
     let mut server = ConnectionBuilder::new(TokioExecutor::new());
     server
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(client_timeout);
-    server.http2().timer(TokioTimer::new());
+    let h2_headers = header_limit.saturating_mul(4).max(64 * 1024);
+    server
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(h2_headers).unwrap_or(u32::MAX));
     server
 }
 

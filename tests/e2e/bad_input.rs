@@ -38,6 +38,37 @@ async fn oversized_headers_are_refused_before_the_key_is_looked_at() {
     assert_eq!(response.error_code(), "headers_too_large");
 }
 
+/// HTTP/2 carries headers in its own frames with its own limit: a header
+/// under the relay's limit is served, one over it gets the relay's 431
+/// envelope, as over HTTP/1.1.
+#[tokio::test]
+async fn over_http2_the_header_limit_and_its_envelope_are_the_same() {
+    let env = TestEnv::start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let send = |padding: usize| {
+        h2.post(env.url("/v1/messages"))
+            .header("x-api-key", K1)
+            .header("anthropic-version", "2023-06-01")
+            .header("content-type", "application/json")
+            .header("x-padding", "p".repeat(padding))
+            .body(body(false))
+            .send()
+    };
+
+    let under = send(20 * 1024).await.unwrap();
+    let over = send(40 * 1024).await.unwrap();
+
+    assert_eq!(under.version(), reqwest::Version::HTTP_2);
+    assert_eq!(under.status(), 200);
+    assert_eq!(over.status(), 431);
+    let over: serde_json::Value = over.json().await.unwrap();
+    assert_eq!(over["error"]["code"], "headers_too_large", "{over}");
+}
+
 /// Past hyper's read buffer (about 400 KiB) or its 100 header lines, hyper
 /// answers before the relay sees the request; such an answer cannot carry
 /// the envelope, but it is still a 4xx and nothing is forwarded.
