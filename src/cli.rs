@@ -87,6 +87,24 @@ pub struct UsageArgs {
     json: bool,
 }
 
+/// An error and its causes on one line, each cause said once: some
+/// errors (Redis's, the time crate's) repeat their source in their own
+/// message.
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
 /// Runs one command; what it says for a person goes to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
@@ -157,4 +175,19 @@ async fn seed(config: &Config, file: &std::path::Path, out: &mut dyn Write) -> a
         plural(report.keys, "key", "keys")
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = anyhow::Error::new(io)
+            .context("connecting: refused")
+            .context("reading the keys");
+
+        assert_eq!(describe(&err), "reading the keys: connecting: refused");
+    }
 }

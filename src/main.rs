@@ -12,7 +12,7 @@ async fn main() -> std::process::ExitCode {
     match claude_relay::cli::run(cli, &mut stdout).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("claude-relay: {err:#}");
+            eprintln!("claude-relay: {}", claude_relay::cli::describe(&err));
             std::process::ExitCode::FAILURE
         }
     }

@@ -396,12 +396,18 @@ async fn usage(
     };
     let sections = report::build(&state.store, &state.recorder, &query)
         .await
-        .map_err(|err| match err.downcast::<crate::store::StoreError>() {
-            Ok(err) => store_error(err),
-            Err(err) => match err.downcast::<redis::RedisError>() {
-                Ok(err) => RelayError::StoreUnavailable(err),
-                Err(err) => RelayError::Internal(err),
+        .map_err(|err| match err {
+            report::ReportError::Unknown { kind, id } => RelayError::RecordNotFound { kind, id },
+            err @ report::ReportError::NoModelUsage { .. } => RelayError::InvalidQuery {
+                reason: err.to_string(),
             },
+            report::ReportError::TooFarBack { since } => RelayError::InvalidQuery {
+                reason: format!(
+                    "since {since} reaches back more than {} days",
+                    report::MAX_DAYS
+                ),
+            },
+            report::ReportError::Store(err) => store_error(err),
         })?;
     Ok(Json(json!({ "data": sections })).into_response())
 }

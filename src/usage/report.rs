@@ -20,6 +20,26 @@ pub struct Query {
     pub since: Option<Date>,
 }
 
+/// How far back a report reaches day by day; older use is in the month
+/// and total rows.
+pub const MAX_DAYS: i64 = 400;
+
+/// Why a report cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("no {kind} with id {id}")]
+    Unknown { kind: &'static str, id: String },
+    #[error("no usage recorded for the model {model}; models with usage: {}", known.join(", "))]
+    NoModelUsage { model: String, known: Vec<String> },
+    #[error(
+        "--since {since} reaches back more than {MAX_DAYS} days; the month and total rows \
+         cover older use"
+    )]
+    TooFarBack { since: Date },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 #[derive(Debug, Serialize)]
 pub struct Section {
     pub kind: &'static str,
@@ -38,13 +58,17 @@ pub async fn build(
     store: &Store,
     recorder: &Recorder,
     query: &Query,
-) -> anyhow::Result<Vec<Section>> {
+) -> Result<Vec<Section>, ReportError> {
     let now = OffsetDateTime::now_utc();
     let [today, month, total] = recorder.periods(now);
-    let Period::Day(today_date) = today else {
-        anyhow::bail!("the first period is a day");
+    let today_date = match today {
+        Period::Day(date) => date,
+        _ => now.date(),
     };
     let since = query.since.unwrap_or(today_date - Duration::days(6));
+    if since < today_date - Duration::days(MAX_DAYS) {
+        return Err(ReportError::TooFarBack { since });
+    }
     let mut periods: Vec<Period> = Vec::new();
     let mut day = since;
     while day <= today_date {
@@ -79,7 +103,7 @@ async fn subjects(
     store: &Store,
     recorder: &Recorder,
     query: &Query,
-) -> anyhow::Result<Vec<(&'static str, String)>> {
+) -> Result<Vec<(&'static str, String)>, ReportError> {
     // Keys and accounts with counters, their records removed or not, and
     // those with records but no use yet.
     let (used_keys, used_accounts) = recorder.keys_and_accounts().await?;
@@ -95,10 +119,25 @@ async fn subjects(
     );
     // A mistyped id would print an empty report that looks like no use.
     if let Some(id) = query.key.as_ref().filter(|id| !keys.contains(*id)) {
-        anyhow::bail!("no key with id {id}");
+        return Err(ReportError::Unknown {
+            kind: "key",
+            id: id.clone(),
+        });
     }
     if let Some(id) = query.account.as_ref().filter(|id| !accounts.contains(*id)) {
-        anyhow::bail!("no account with id {id}");
+        return Err(ReportError::Unknown {
+            kind: "account",
+            id: id.clone(),
+        });
+    }
+    if let Some(model) = &query.model {
+        let known = recorder.models().await?;
+        if !known.contains(model) {
+            return Err(ReportError::NoModelUsage {
+                model: model.clone(),
+                known,
+            });
+        }
     }
     let mut chosen = Vec::new();
     chosen.extend(query.key.iter().map(|id| ("key", id.clone())));

@@ -273,6 +273,8 @@ async fn usage_reads_the_same_counters_as_the_usage_command() {
     let usage = admin(&env, Method::GET, "/admin/usage?key=key-1", None).await;
     let bad_since = admin(&env, Method::GET, "/admin/usage?since=yesterday", None).await;
     let unknown = admin(&env, Method::GET, "/admin/usage?colour=blue", None).await;
+    let no_such_key = admin(&env, Method::GET, "/admin/usage?key=key-nope", None).await;
+    let ages_ago = admin(&env, Method::GET, "/admin/usage?since=0001-01-01", None).await;
 
     let usage = usage.json();
     let section = &usage["data"][0];
@@ -291,6 +293,9 @@ async fn usage_reads_the_same_counters_as_the_usage_command() {
     snapshot::error_body("admin_invalid_query", &bad_since);
     assert_eq!(bad_since.status, 400);
     assert_eq!(unknown.error_code(), "invalid_query");
+    assert_eq!(no_such_key.status, 404, "{no_such_key:?}");
+    assert_eq!(no_such_key.error_code(), "record_not_found");
+    assert_eq!(ages_ago.error_code(), "invalid_query");
 }
 
 #[tokio::test]

@@ -229,6 +229,14 @@ async fn usage_command_reports_the_numbers_the_relay_counted() {
         .args(["usage", "--key", "key-nope"])
         .output()
         .unwrap();
+    let unused_model = relay_command(&redis_url, &env.config.redis.prefix)
+        .args(["usage", "--model", "claude-nope"])
+        .output()
+        .unwrap();
+    let ages_ago = relay_command(&redis_url, &env.config.redis.prefix)
+        .args(["usage", "--since", "0001-01-01"])
+        .output()
+        .unwrap();
 
     assert!(
         json.status.success(),
@@ -250,6 +258,15 @@ async fn usage_command_reports_the_numbers_the_relay_counted() {
     assert!(table.contains("0.0010935"), "{table}");
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no key with id key-nope"));
+    assert!(!unused_model.status.success());
+    let said = String::from_utf8_lossy(&unused_model.stderr);
+    assert!(
+        said.contains("no usage recorded for the model claude-nope; models with usage: "),
+        "{said}"
+    );
+    assert!(!ages_ago.status.success());
+    let said = String::from_utf8_lossy(&ages_ago.stderr);
+    assert!(said.contains("more than 400 days"), "{said}");
 }
 
 /// SIGTERM stops new work but lets a running stream finish.
