@@ -159,17 +159,47 @@ fn incomplete_event(boundary: &[u8], request_id: &str) -> Bytes {
 
 /// Reads a whole (error) answer, at most `cap` bytes and within `idle`
 /// per chunk: enough to relay it verbatim if it turns out to be the last.
-pub async fn buffer(upstream: reqwest::Response, idle: Duration, cap: usize) -> Bytes {
-    let mut stream = upstream.bytes_stream();
-    let mut buf = BytesMut::new();
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(idle, stream.next()).await {
-        let room = cap.saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if buf.len() >= cap {
-            break;
+/// An upstream body read up to a cap: the head, and when the body went on
+/// past the cap, the rest still to be read from the upstream.
+pub struct HeldBody {
+    pub head: Bytes,
+    pub rest: Option<UpstreamStream>,
+}
+
+pub type UpstreamStream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+impl HeldBody {
+    /// The whole body for the client: the head, then the rest as it comes
+    /// (never billed: only failed answers are held).
+    pub fn into_body(self, idle: Duration, meter: Meter, stopping: Stopping) -> Body {
+        match self.rest {
+            None => Body::from(self.head),
+            Some(rest) => {
+                let head = futures::stream::once(std::future::ready(Ok(self.head)));
+                relay(head.chain(rest), idle, meter, stopping)
+            }
         }
     }
-    buf.freeze()
+}
+
+/// Reads up to `cap` bytes of `upstream`, keeping the rest of a longer
+/// body unread so it can still be relayed whole.
+pub async fn hold(upstream: reqwest::Response, idle: Duration, cap: usize) -> HeldBody {
+    let mut stream: UpstreamStream = Box::pin(upstream.bytes_stream());
+    let mut buf = BytesMut::new();
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(idle, stream.next()).await {
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= cap {
+            return HeldBody {
+                head: buf.freeze(),
+                rest: Some(stream),
+            };
+        }
+    }
+    HeldBody {
+        head: buf.freeze(),
+        rest: None,
+    }
 }
 
 #[cfg(test)]

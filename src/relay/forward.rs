@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Pa
 use axum::response::Response;
 use bytes::Bytes;
 
-use super::body;
+use super::body::{self, HeldBody};
 use super::meter::{Billing, Meter, UsageSink};
 use super::request::{MessageRequest, replace_model};
 use crate::app::AppState;
@@ -21,7 +21,9 @@ use crate::store::KeyRecord;
 use crate::upstream::{SendError, headers};
 use crate::usage::tap::UsageTap;
 
-/// Largest upstream error body kept for relaying verbatim.
+/// How much of an upstream error body is read before the verdict (markers
+/// sit at its start); a longer one is relayed whole all the same, its rest
+/// read from the upstream as the client takes it.
 const ERROR_BODY_CAP: usize = 1024 * 1024;
 
 /// The request as it will be sent to every account tried.
@@ -122,7 +124,7 @@ enum Failure {
     Answer {
         status: StatusCode,
         headers: HeaderMap,
-        body: Bytes,
+        body: HeldBody,
     },
     Timeout,
     Unreachable,
@@ -134,7 +136,7 @@ enum Answer {
     Buffered {
         status: StatusCode,
         headers: HeaderMap,
-        body: Bytes,
+        body: HeldBody,
     },
 }
 
@@ -182,7 +184,7 @@ pub async fn forward(
             }
         }
     }
-    give_up(last, plan.retry_after())
+    give_up(last, plan.retry_after(), state, log)
 }
 
 async fn attempt(
@@ -235,10 +237,10 @@ async fn judge(state: &AppState, response: reqwest::Response) -> Attempt {
     }
     let upstream_headers = response.headers().clone();
     let idle = state.config.upstream.idle_timeout;
-    let body = body::buffer(response, idle, ERROR_BODY_CAP).await;
+    let body = body::hold(response, idle, ERROR_BODY_CAP).await;
     let headers = headers::response_headers(&upstream_headers);
-    let verdict =
-        early.unwrap_or_else(|| health::judge(status, &upstream_headers, &body, settings, now));
+    let verdict = early
+        .unwrap_or_else(|| health::judge(status, &upstream_headers, &body.head, settings, now));
     match verdict {
         Verdict::Relay => Attempt::Answered(Answer::Buffered {
             status,
@@ -289,12 +291,31 @@ fn respond(
             status,
             headers,
             body,
-        } => buffered(status, headers, body),
+        } => buffered(status, headers, body, state, log),
     }
 }
 
-fn buffered(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response {
-    let mut response = Response::new(Body::from(body));
+fn buffered(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: HeldBody,
+    state: &AppState,
+    log: &Arc<RequestLog>,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let meter = Meter::new(
+        UsageTap::for_content_type(content_type),
+        None,
+        Arc::clone(log),
+    );
+    let body = body.into_body(
+        state.config.upstream.idle_timeout,
+        meter,
+        state.stopping.clone(),
+    );
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
@@ -304,7 +325,12 @@ fn buffered(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response {
 /// verbatim, except that an upstream 401 (about the account's credential,
 /// not the user's key) becomes the relay's own 503. `retry_after`, when
 /// known, is the soonest moment any account can serve again.
-fn give_up(last: Option<Failure>, retry_after: Option<Duration>) -> Result<Response, RelayError> {
+fn give_up(
+    last: Option<Failure>,
+    retry_after: Option<Duration>,
+    state: &AppState,
+    log: &Arc<RequestLog>,
+) -> Result<Response, RelayError> {
     match last {
         None => Err(RelayError::NoUpstream {
             retry_after,
@@ -326,7 +352,7 @@ fn give_up(last: Option<Failure>, retry_after: Option<Duration>) -> Result<Respo
             if let Some(after) = retry_after {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(after)));
             }
-            Ok(buffered(status, headers, body))
+            Ok(buffered(status, headers, body, state, log))
         }
     }
 }

@@ -201,3 +201,44 @@ async fn no_schedulable_account_gets_503() {
     snapshot::error_body("no_upstream_available", &response);
     assert!(env.mock.journal().is_empty());
 }
+
+/// An upstream error body past what the relay reads before its verdict
+/// still reaches the client whole, as the upstream wrote it.
+#[tokio::test]
+async fn a_last_error_answer_larger_than_the_judged_head_is_relayed_whole() {
+    let env = TestEnv::builder().two_accounts().start().await;
+    let long = "x".repeat(3 * 1024 * 1024);
+    env.mock.push_answers(
+        "sk-up-A",
+        vec![Answer::error(429, "rate_limit_error", &long).header("retry-after", "5")],
+    );
+    env.mock.push_answers(
+        "sk-up-B",
+        vec![Answer::error(400, "invalid_request_error", &long)],
+    );
+
+    let response = env.post_messages(K1, body(false)).await;
+
+    assert_eq!(response.status, 400);
+    let sent = response.json();
+    assert_eq!(
+        sent["error"]["message"].as_str().map(str::len),
+        Some(long.len())
+    );
+    assert_eq!(env.seen_by("A").len(), 1);
+    assert_eq!(env.seen_by("B").len(), 1);
+
+    // The same when it is the last of the failed attempts.
+    let alone = TestEnv::start().await;
+    alone.mock.push_answers(
+        "sk-up-A",
+        vec![Answer::error(529, "overloaded_error", &long)],
+    );
+    let last = alone.post_messages(K1, body(false)).await;
+    assert_eq!(last.status, 529);
+    let sent = last.json();
+    assert_eq!(
+        sent["error"]["message"].as_str().map(str::len),
+        Some(long.len())
+    );
+}
