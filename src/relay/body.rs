@@ -12,9 +12,11 @@ use crate::app::Stopping;
 use crate::error::RelayError;
 
 /// How much of an oversized body is read and thrown away so the client
-/// receives the 413 instead of a connection reset, and for how long.
+/// receives the 413 instead of a connection reset, for how long, and how
+/// long a quiet client is waited for.
 const DRAIN_MAX_BYTES: usize = 256 * 1024 * 1024;
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(30);
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
 /// Reads the body, refusing it once it passes `limit` bytes, or once the
 /// client has sent nothing of it for `idle`.
@@ -50,7 +52,7 @@ pub async fn read_limited(
 pub async fn drain(mut body: Body) {
     let discard = async {
         let mut seen = 0usize;
-        while let Some(Ok(frame)) = body.frame().await {
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(DRAIN_IDLE, body.frame()).await {
             seen += frame.data_ref().map_or(0, Bytes::len);
             if seen > DRAIN_MAX_BYTES {
                 break;

@@ -38,6 +38,27 @@ async fn oversized_headers_are_refused_before_the_key_is_looked_at() {
     assert_eq!(response.error_code(), "headers_too_large");
 }
 
+/// A body declared far over the limit that then stalls gets its 413 once
+/// the client goes quiet, not after the whole time allowed for draining.
+#[tokio::test]
+async fn an_oversized_body_that_stalls_gets_its_413_soon() {
+    let env = TestEnv::start().await;
+    let request = "POST /v1/messages HTTP/1.1\r\nhost: relay\r\ncontent-type: application/json\r\n\
+                   content-length: 1000000000000000\r\n\r\n{}";
+
+    let answer = raw::send_and_stall(
+        env.addr(),
+        request.as_bytes(),
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+
+    let answer = answer.expect("an answer within 10 s");
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.error_code(), "body_too_large");
+    env.assert_untouched().await;
+}
+
 /// HTTP/2 carries headers in its own frames with its own limit: a header
 /// under the relay's limit is served, one over it gets the relay's 431
 /// envelope, as over HTTP/1.1.

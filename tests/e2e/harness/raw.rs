@@ -31,6 +31,26 @@ pub async fn send_then_half_close(addr: SocketAddr, request: &[u8]) -> Option<Te
     parse(&received)
 }
 
+/// Writes `request` and then nothing more while keeping the connection
+/// open, as a stalled client does; reads until the relay closes it, for at
+/// most `limit`. `None` when no answer came in time.
+pub async fn send_and_stall(
+    addr: SocketAddr,
+    request: &[u8],
+    limit: Duration,
+) -> Option<TestResponse> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .expect("connecting to the relay");
+    stream
+        .write_all(request)
+        .await
+        .expect("writing the request");
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut received)).await;
+    parse(&received)
+}
+
 /// An HTTP/1.1 answer with a `content-length` body.
 fn parse(received: &[u8]) -> Option<TestResponse> {
     let at = received
