@@ -20,6 +20,7 @@ pub async fn status(
     request: Request,
 ) -> Result<Json<Value>, RelayError> {
     let key = super::admit(&state, &log, request.headers(), None).await?;
+    super::check_header_text(request.headers())?;
     let status = status::read(&state.store, &key, state.config.usage_utc_offset)
         .await
         .map_err(super::store_error)?;

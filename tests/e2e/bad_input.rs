@@ -147,6 +147,16 @@ async fn a_header_value_that_is_not_utf8_gets_400_invalid_header() {
     assert_eq!(response.status, 400);
     snapshot::error_body("invalid_header", &response);
     env.assert_untouched().await;
+    for path in ["/v1/models", "/relay/key"] {
+        let other_route = env
+            .send(
+                env.request(reqwest::Method::GET, path)
+                    .header("x-api-key", K1)
+                    .header("x-note", HeaderValue::from_bytes(b"\xff").unwrap()),
+            )
+            .await;
+        assert_eq!(other_route.error_code(), "invalid_header", "{path}");
+    }
 }
 
 #[tokio::test]
