@@ -41,6 +41,8 @@ const RELEASE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(2);
 /// The pause after a failed accept.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often an instance checks that Redis answers.
+const STORE_WATCH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Shared by every request; cheap to clone.
 #[derive(Clone)]
@@ -61,6 +63,7 @@ pub struct AppState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    store: Store,
     config: Arc<Config>,
     recorder: Recorder,
     stopping: watch::Sender<bool>,
@@ -123,6 +126,7 @@ impl Application {
             .with_context(|| format!("binding {}", config.listen))?;
         Ok(Application {
             listener,
+            store: state.store.clone(),
             recorder: state.recorder.clone(),
             router: router(state),
             config,
@@ -151,10 +155,12 @@ impl Application {
         let Application {
             listener,
             router,
+            store,
             config,
             recorder,
             stopping,
         } = self;
+        let _watch = AbortOnDrop(tokio::spawn(watch_store(store)));
         let server = Arc::new(http_server(
             config.client_timeout,
             config.header_limit_bytes,
@@ -384,6 +390,39 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Pings Redis every second, so a connection that died while the relay
+/// was idle (Redis restarted behind a proxy that kept the socket open) is
+/// found and replaced by this task, not by a user's request; and says in
+/// the log when Redis stops and starts answering.
+async fn watch_store(store: Store) {
+    let mut answering = true;
+    let mut ticks = tokio::time::interval(STORE_WATCH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.ping().await {
+            Ok(()) if !answering => {
+                answering = true;
+                tracing::info!("Redis answers again");
+            }
+            Err(err) if answering => {
+                answering = false;
+                tracing::warn!(error = %err, "Redis does not answer");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A task that ends with its handle.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -30,5 +30,6 @@ mod robustness;
 mod selection;
 mod smoke;
 mod sticky;
+mod store_watch;
 mod streaming;
 mod usage;
