@@ -28,8 +28,13 @@ impl StaleProxy {
             .trim_start_matches("redis://")
             .trim_end_matches('/')
             .to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port for the proxy");
+        let url = format!(
+            "redis://{}",
+            listener.local_addr().expect("the proxy address")
+        );
         let (restarts, _) = watch::channel(0);
         let subscribe = restarts.clone();
         let accept = tokio::spawn(async move {
