@@ -16,13 +16,7 @@ use super::TestResponse;
 /// more to say) and reads until the relay closes the connection. `None`
 /// when the connection closed without an answer.
 pub async fn send_then_half_close(addr: SocketAddr, request: &[u8]) -> Option<TestResponse> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .expect("connecting to the relay");
-    stream
-        .write_all(request)
-        .await
-        .expect("writing the request");
+    let mut stream = send(addr, request).await;
     stream.shutdown().await.expect("closing the sending side");
     let mut received = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received));
@@ -39,6 +33,14 @@ pub async fn send_and_stall(
     request: &[u8],
     limit: Duration,
 ) -> Option<TestResponse> {
+    let mut stream = send(addr, request).await;
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut received)).await;
+    parse(&received)
+}
+
+/// A connection to the relay with `request` written on it.
+async fn send(addr: SocketAddr, request: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(addr)
         .await
         .expect("connecting to the relay");
@@ -46,9 +48,7 @@ pub async fn send_and_stall(
         .write_all(request)
         .await
         .expect("writing the request");
-    let mut received = Vec::new();
-    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut received)).await;
-    parse(&received)
+    stream
 }
 
 /// An HTTP/1.1 answer with a `content-length` body.
