@@ -323,3 +323,85 @@ async fn requests_after_a_redis_outage_are_served_without_a_503() {
     assert_eq!(after, [200, 200, 200]);
     assert_eq!(after_quiet_outage.status, 200, "{after_quiet_outage:?}");
 }
+
+/// A Redis outage longer than the lease TTL lets the leases of running
+/// streams expire. Each is put back once Redis returns (they are in
+/// flight, so they count) and the key's and the account's limits hold:
+/// new requests are refused until the streams end, and each lease is
+/// released once when its stream does.
+#[tokio::test]
+async fn leases_that_expire_during_a_redis_outage_are_put_back_while_their_streams_run() {
+    let proxy = FlakyProxy::start(&crate::harness::redis::redis_url()).await;
+    let proxy_url = proxy.url();
+    let mut account = crate::harness::env::account("A", 1);
+    account["concurrency_limit"] = json!(3);
+    let env = TestEnv::builder()
+        .k1(json!({"concurrency_limit": 3}))
+        .accounts(vec![account])
+        .config(move |config| {
+            config.redis.url = proxy_url.into();
+            config.limits.lease_ttl = Duration::from_secs(3);
+        })
+        .start()
+        .await;
+    let long_stream = || {
+        Answer::sse_standard(mock_upstream::SseStandard {
+            deltas: (0..120).map(|i| format!("part {i} ")).collect(),
+            delta_pause_ms: 100,
+            ..Default::default()
+        })
+    };
+    env.mock
+        .push_answers("sk-up-A", vec![long_stream(), long_stream(), long_stream()]);
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let response = env.messages(K1, body(true)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut stream = response.bytes_stream();
+        stream.next().await.unwrap().unwrap();
+        streams.push(stream);
+    }
+    let reading = tokio::spawn(async move {
+        let mut texts = Vec::new();
+        for mut stream in streams {
+            let mut text = String::new();
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            }
+            texts.push(text);
+        }
+        texts
+    });
+
+    proxy.set_up(false);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.set_up(true);
+    until_redis_answers(&env).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while env.leases("key-1").await.len() < 3 || env.account_leases("acct-a").await.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leases not put back: key {:?}, account {:?}",
+            env.leases("key-1").await,
+            env.account_leases("acct-a").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut refused = Vec::new();
+    for _ in 0..3 {
+        refused.push(env.post_messages(K1, body(false)).await);
+    }
+    let texts = reading.await.unwrap();
+
+    for answer in &refused {
+        assert_eq!(answer.status, 429, "{answer:?}");
+        assert_eq!(answer.error_code(), "concurrency_limit");
+    }
+    for text in texts {
+        assert!(text.contains("event: message_stop"), "{text}");
+    }
+    assert_eq!(env.mock.journal().len(), 3);
+    env.until_no_leases("key-1").await;
+    env.until_no_account_leases("acct-a").await;
+    assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
+}
