@@ -264,8 +264,24 @@ const RELEASE_RETRIES: [Duration; 4] = [
 static RELEASING: LazyLock<(AtomicUsize, Notify)> =
     LazyLock::new(|| (AtomicUsize::new(0), Notify::new()));
 
-/// Waits until every lease release under way has reached Redis or given
-/// up, at most `limit`.
+/// Runs `release` (of a lease, or of whatever else a request took) off the
+/// caller's path, counted so that [`drain_releases`] waits for it.
+pub(crate) fn spawn_release(
+    runtime: &tokio::runtime::Handle,
+    release: impl Future<Output = ()> + Send + 'static,
+) {
+    let (count, done) = &*RELEASING;
+    count.fetch_add(1, Ordering::SeqCst);
+    runtime.spawn(async move {
+        release.await;
+        if count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            done.notify_waiters();
+        }
+    });
+}
+
+/// Waits until every release under way has reached Redis or given up, at
+/// most `limit`.
 pub async fn drain_releases(limit: Duration) {
     let (count, done) = &*RELEASING;
     let wait = async {
@@ -295,9 +311,7 @@ impl Drop for Lease {
             tracing::warn!(lease = %held.member, "no runtime to release a lease; it will expire");
             return;
         };
-        let (count, done) = &*RELEASING;
-        count.fetch_add(1, Ordering::SeqCst);
-        runtime.spawn(async move {
+        spawn_release(&runtime, async move {
             let mut retries = RELEASE_RETRIES.iter();
             loop {
                 let Err(err) = release(&mut held.conn, &held.set, &held.member).await else {
@@ -311,9 +325,6 @@ impl Drop for Lease {
             }
             if let Some(notify) = held.on_release.take() {
                 notify();
-            }
-            if count.fetch_sub(1, Ordering::SeqCst) == 1 {
-                done.notify_waiters();
             }
         });
     }

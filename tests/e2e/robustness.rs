@@ -405,3 +405,69 @@ async fn leases_that_expire_during_a_redis_outage_are_put_back_while_their_strea
     env.until_no_account_leases("acct-a").await;
     assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
 }
+
+/// Redis stalls (a paused Redis keeps the connection and runs what it
+/// received once it resumes): requests refused with 503 in the meantime
+/// are not forwarded, so their admissions, which Redis runs late, are
+/// taken back and use up nothing of the key's rate window or leases.
+#[tokio::test]
+async fn requests_refused_while_redis_stalls_use_up_none_of_the_keys_rate_window() {
+    let proxy = FlakyProxy::start(&crate::harness::redis::redis_url()).await;
+    let proxy_url = proxy.url();
+    let env = TestEnv::builder()
+        .k1(json!({"concurrency_limit": 5,
+                   "rate_limit": {"window_secs": 2_592_000, "requests": 5}}))
+        .config(move |config| {
+            config.redis.url = proxy_url.into();
+            config.redis.response_timeout = Duration::from_millis(300);
+            config.limits.key_cache_ttl = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
+    // Caches the key and loads the admission script (a stalled `EVALSHA`
+    // of a script Redis does not know would only answer `NOSCRIPT`).
+    assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
+
+    proxy.stall(true);
+    let mut during = Vec::new();
+    for _ in 0..3 {
+        during.push(env.post_messages(K1, body(false)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.stall(false);
+    let own_limits = || async {
+        let own = env
+            .send(
+                env.request(reqwest::Method::GET, "/relay/key")
+                    .header("x-api-key", K1),
+            )
+            .await;
+        assert_eq!(own.status, 200, "{own:?}");
+        own.json()["limits"].clone()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let limits = own_limits().await;
+        if limits["rate_limit"]["requests"]["used"] == 1 && limits["concurrency"]["in_use"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused requests still count: {limits}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut after = Vec::new();
+    for _ in 0..5 {
+        after.push(env.post_messages(K1, body(false)).await);
+    }
+
+    for answer in &during {
+        assert_eq!(answer.status, 503, "{answer:?}");
+        assert_eq!(answer.error_code(), "store_unavailable");
+    }
+    let statuses: Vec<u16> = after.iter().map(|answer| answer.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 429]);
+    assert_eq!(after[4].error_code(), "rate_limit");
+    assert_eq!(env.mock.journal().len(), 5);
+}

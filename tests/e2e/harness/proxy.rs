@@ -1,15 +1,20 @@
-//! A TCP proxy to Redis that can be taken down (every connection dropped,
-//! new ones refused, as when Redis stops) and brought back on its port.
+//! A TCP proxy to Redis for outages: taken down (every connection dropped,
+//! new ones refused, as when Redis stops) and brought back on its port, or
+//! stalled (connections kept, what clients send held back, as when Redis
+//! is paused) and resumed, which delivers what it held, in order.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub struct FlakyProxy {
     addr: SocketAddr,
-    up: tokio::sync::watch::Sender<bool>,
+    up: watch::Sender<bool>,
+    flowing: watch::Sender<bool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -24,7 +29,8 @@ impl FlakyProxy {
             .await
             .expect("a port for the proxy");
         let addr = first.local_addr().expect("the proxy address");
-        let (up, mut up_signal) = tokio::sync::watch::channel(true);
+        let (up, mut up_signal) = watch::channel(true);
+        let (flowing, flowing_signal) = watch::channel(true);
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = tokio::spawn({
             let links = Arc::clone(&links);
@@ -41,14 +47,9 @@ impl FlakyProxy {
                     loop {
                         tokio::select! {
                             accepted = bound.accept() => {
-                                let Ok((mut client, _)) = accepted else { break };
-                                let target = target.clone();
-                                links.lock().expect("the proxy links").push(tokio::spawn(async move {
-                                    if let Ok(mut redis) = TcpStream::connect(&target).await {
-                                        let _ = tokio::io::copy_bidirectional(&mut client, &mut redis)
-                                            .await;
-                                    }
-                                }));
+                                let Ok((client, _)) = accepted else { break };
+                                let link = link(client, target.clone(), flowing_signal.clone());
+                                links.lock().expect("the proxy links").push(tokio::spawn(link));
                             }
                             _ = up_signal.wait_for(|up| !*up) => break,
                         }
@@ -59,6 +60,7 @@ impl FlakyProxy {
         FlakyProxy {
             addr,
             up,
+            flowing,
             links,
             accept,
         }
@@ -75,6 +77,39 @@ impl FlakyProxy {
                 link.abort();
             }
         }
+    }
+
+    /// Holds back what clients send (`true`) or delivers it (`false`).
+    pub fn stall(&self, stalled: bool) {
+        let _ = self.flowing.send(!stalled);
+    }
+}
+
+/// Carries one connection: answers as they come, requests only while the
+/// proxy is not stalled.
+async fn link(mut client: TcpStream, target: String, mut flowing: watch::Receiver<bool>) {
+    let Ok(mut redis) = TcpStream::connect(&target).await else {
+        return;
+    };
+    let (mut from_client, mut to_client) = client.split();
+    let (mut from_redis, mut to_redis) = redis.split();
+    let requests = async {
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let read = match from_client.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            if flowing.wait_for(|flowing| *flowing).await.is_err()
+                || to_redis.write_all(&buffer[..read]).await.is_err()
+            {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = requests => {}
+        _ = tokio::io::copy(&mut from_redis, &mut to_client) => {}
     }
 }
 
