@@ -1,27 +1,54 @@
 //! The one round trip before a key's request is forwarded: concurrency,
 //! rate window and budgets checked, and the lease and the window's request
 //! count taken, atomically, in one script on the key's hash tag.
+//!
+//! When the relay stops waiting for that script's answer (Redis did not
+//! answer in time, or the caller went away), the script may have run, may
+//! still run later (a stalled connection delivers it when it resumes) or
+//! may never run. The request is not forwarded, so whatever the script
+//! took is taken back, once, off the request's path: see [`Undo`].
 
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Script;
 use time::{OffsetDateTime, UtcOffset};
 
 use super::counters::KeyCounters;
-use super::lease::{LUA_PRELUDE, Lease, millis};
+use super::lease::{self, LUA_PRELUDE, Lease, millis};
 use super::spec::{Family, KeyLimits};
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{Conn, Store, StoreError, StoreResult};
+
+/// How long the relay tries to undo an admission it gave up on.
+const UNDO_FOR: Duration = Duration::from_secs(120);
+/// The first wait between attempts to undo; it doubles up to the last.
+const UNDO_RETRY_FIRST: Duration = Duration::from_millis(100);
+const UNDO_RETRY_LAST: Duration = Duration::from_secs(5);
+/// How long an admission's record of what it took is kept: past every
+/// attempt to undo it, which start a Redis response timeout (seconds)
+/// after the admission was sent. Every admitted request of a key with a
+/// concurrency limit or a rate window leaves one for this long.
+const ADMITTED_TTL: Duration = UNDO_FOR.saturating_add(Duration::from_secs(60));
+/// How long the cancellation of an admission that has not run yet is
+/// kept, for that admission to meet it however late it reaches Redis.
+const CANCELLED_TTL: Duration = Duration::from_secs(3600);
 
 /// KEYS: leases, window, usage day, usage total, spend week, spend day,
-/// spend total. ARGV: member, lease ttl ms, concurrency; window secs,
-/// requests, tokens, cost; daily, weekly, total; family, family daily,
-/// weekly, total. Zero limits nothing. Checks run in the order of the
-/// relay's pipeline; the first one that fails is the answer.
+/// spend total, admitted, cancelled. ARGV: member, lease ttl ms,
+/// concurrency; window secs, requests, tokens, cost; daily, weekly, total;
+/// family, family daily, weekly, total; admitted ttl ms. Zero limits
+/// nothing. Checks run in the order of the relay's pipeline; the first one
+/// that fails is the answer.
+///
+/// What an admission takes (`lease`, `window`) is recorded in `admitted`
+/// for [`UNDO`]. An admission [`UNDO`] cancelled before it ran answers
+/// `cancelled` and takes nothing; nobody reads that answer, since the
+/// relay cancels only admissions it stopped waiting for.
 const ADMIT: &str = r"
 local function used(key, field)
   return tonumber(redis.call('HGET', key, field) or '0')
 end
+if redis.call('EXISTS', KEYS[9]) == 1 then return {'cancelled', 0, 0} end
 local now = now_ms()
 local concurrency = tonumber(ARGV[3])
 local in_use = 0
@@ -54,19 +81,45 @@ for _, budget in ipairs(budgets) do
     if n >= limit then return {budget[1], n, limit} end
   end
 end
+local taken = {}
 if concurrency > 0 then
   add_lease(KEYS[1], ARGV[1], now, tonumber(ARGV[2]))
   in_use = in_use + 1
+  taken[#taken + 1] = 'lease'
 end
 if window > 0 then
   redis.call('HINCRBY', KEYS[2], 'requests', 1)
   redis.call('EXPIRE', KEYS[2], window * 2)
+  taken[#taken + 1] = 'window'
+end
+if #taken > 0 then
+  redis.call('SET', KEYS[8], table.concat(taken, ' '), 'PX', ARGV[15])
 end
 return {'admitted', in_use, concurrency}
 ";
 
+/// KEYS: leases, window, admitted, cancelled, as the admission named
+/// them. ARGV: member, cancelled ttl ms. Takes back what the admission
+/// took, if it ran; else cancels it, so it takes nothing when it runs.
+/// Either way once: the record of what was taken goes with the undo.
+/// Returns 1 when it took something back, 0 when it cancelled.
+const UNDO: &str = r"
+local taken = redis.call('GET', KEYS[3])
+if not taken then
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+  return 0
+end
+if string.find(taken, 'lease', 1, true) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if string.find(taken, 'window', 1, true) and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'requests', -1)
+end
+redis.call('DEL', KEYS[3])
+return 1
+";
+
 static ADMIT_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{LUA_PRELUDE}{ADMIT}")));
+static UNDO_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(UNDO));
 
 /// Why a request may not go ahead now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +198,23 @@ pub async fn decide(store: &Store, ask: &Ask<'_>) -> StoreResult<Decision> {
             ask.request_id.to_owned(),
         )
     });
+    let names = store.names();
+    let tag = names.key_tag(ask.key_id);
+    let admitted = names.admitted(&tag, ask.request_id);
+    let cancelled = names.cancelled(&tag, ask.request_id);
+    // Armed before the script is sent: a caller that stops waiting for
+    // its answer, by an error or by being cancelled, takes back what it
+    // took. An admission that takes nothing needs no undo.
+    let undo = Undo(
+        (limits.concurrency > 0 || window.window_secs > 0).then(|| Taken {
+            conn: store.conn(),
+            leases: counters.leases.clone(),
+            window: window_key.clone(),
+            admitted: admitted.clone(),
+            cancelled: cancelled.clone(),
+            member: ask.request_id.to_owned(),
+        }),
+    );
     let mut invocation = ADMIT_SCRIPT.prepare_invoke();
     invocation
         .key(&counters.leases)
@@ -154,6 +224,8 @@ pub async fn decide(store: &Store, ask: &Ask<'_>) -> StoreResult<Decision> {
         .key(&counters.spend_week)
         .key(&counters.spend_day)
         .key(&counters.spend_total)
+        .key(&admitted)
+        .key(&cancelled)
         .arg(ask.request_id)
         .arg(millis(ask.lease_ttl))
         .arg(limits.concurrency)
@@ -167,9 +239,11 @@ pub async fn decide(store: &Store, ask: &Ask<'_>) -> StoreResult<Decision> {
         .arg(family.map_or("", Family::as_str))
         .arg(family_budgets.daily_nano_usd)
         .arg(family_budgets.weekly_nano_usd)
-        .arg(family_budgets.total_nano_usd);
+        .arg(family_budgets.total_nano_usd)
+        .arg(millis(ADMITTED_TTL));
     let (verdict, used, limit): (String, u64, u64) =
         invocation.invoke_async(&mut store.conn()).await?;
+    undo.disarm();
     if verdict == "admitted" {
         if let Some(lease) = &mut lease {
             lease.keep_alive(ask.lease_ttl);
@@ -185,6 +259,86 @@ pub async fn decide(store: &Store, ask: &Ask<'_>) -> StoreResult<Decision> {
             script: "admission",
             reply: verdict,
         })
+}
+
+/// Where one admission may take something (a lease, a count in the
+/// window): enough to take it back.
+struct Taken {
+    conn: Conn,
+    leases: String,
+    window: String,
+    admitted: String,
+    cancelled: String,
+    member: String,
+}
+
+/// Takes back what one admission took when dropped before
+/// [`Undo::disarm`], that is before the relay read the script's answer.
+/// The undo runs off the request's path and is retried while Redis does
+/// not answer, for [`UNDO_FOR`] at most; past that, a lease still expires
+/// by itself and a window count with its window.
+struct Undo(Option<Taken>);
+
+impl Undo {
+    /// The script's answer was read: what it took is the request's.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let Some(taken) = self.0.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(request_id = %taken.member, "no runtime to undo an admission");
+            return;
+        };
+        lease::spawn_release(&runtime, taken.undo());
+    }
+}
+
+impl Taken {
+    async fn undo(mut self) {
+        let started = Instant::now();
+        let mut wait = UNDO_RETRY_FIRST;
+        loop {
+            match self.attempt().await {
+                Ok(true) => {
+                    tracing::info!(request_id = %self.member, "admission the relay gave up on taken back");
+                    return;
+                }
+                Ok(false) => {
+                    tracing::info!(request_id = %self.member, "admission the relay gave up on cancelled before it ran");
+                    return;
+                }
+                Err(err) if started.elapsed() + wait < UNDO_FOR => {
+                    tracing::debug!(request_id = %self.member, error = %err, "undoing an admission failed; retrying");
+                }
+                Err(err) => {
+                    tracing::warn!(request_id = %self.member, error = %err, "undoing an admission failed; what it took expires by itself");
+                    return;
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(UNDO_RETRY_LAST);
+        }
+    }
+
+    /// `true` when it took something back, `false` when it cancelled.
+    async fn attempt(&mut self) -> StoreResult<bool> {
+        let undone: i64 = UNDO_SCRIPT
+            .key(&self.leases)
+            .key(&self.window)
+            .key(&self.admitted)
+            .key(&self.cancelled)
+            .arg(&self.member)
+            .arg(millis(CANCELLED_TTL))
+            .invoke_async(&mut self.conn)
+            .await?;
+        Ok(undone == 1)
+    }
 }
 
 fn refusal(

@@ -48,13 +48,16 @@ add_lease(KEYS[1], ARGV[1], now, tonumber(ARGV[2]))
 return {1, in_use + 1}
 ";
 
-/// KEYS: set. ARGV: member, ttl ms. Extends a lease still held; a lease
-/// that expired is never brought back.
+/// KEYS: set. ARGV: member, ttl ms. Extends the lease; one that expired
+/// (a Redis outage longer than the TTL) is put back, since its request
+/// still runs and must count, even past the limit for a moment. Returns 1
+/// when the lease was still live, 0 when it was put back.
 const REFRESH: &str = r"
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', now_ms() + tonumber(ARGV[2]), ARGV[1])
-keep_set(KEYS[1])
-return 1
+local now = now_ms()
+local expiry = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
+add_lease(KEYS[1], ARGV[1], now, tonumber(ARGV[2]))
+if expiry > now then return 1 end
+return 0
 ";
 
 static ACQUIRE_SCRIPT: LazyLock<Script> =
@@ -122,7 +125,8 @@ pub async fn release(conn: &mut Conn, set: &str, member: &str) -> StoreResult<()
     Ok(())
 }
 
-/// Extends the lease by `ttl` from now; `false` when it no longer exists.
+/// Extends the lease by `ttl` from now; `false` when it had expired and
+/// was put back.
 pub async fn refresh(conn: &mut Conn, set: &str, member: &str, ttl: Duration) -> StoreResult<bool> {
     let refreshed: i64 = REFRESH_SCRIPT
         .key(set)
@@ -222,18 +226,25 @@ impl Lease {
     }
 }
 
+/// The wait before a failed refresh is tried again, when shorter than the
+/// refresh period: a lease that expired during an outage is back within
+/// about this long once Redis is, so new requests do not take its slot.
+const REFRESH_RETRY: Duration = Duration::from_secs(1);
+
 async fn refresh_loop(mut conn: Conn, set: String, member: String, ttl: Duration) {
     let every = (ttl / 3).max(Duration::from_millis(10));
+    let mut wait = every;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(wait).await;
+        wait = every;
         match refresh(&mut conn, &set, &member, ttl).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(lease = %member, "lease expired while its request ran");
-                return;
+                tracing::warn!(lease = %member, "lease expired while its request ran; put back");
             }
             Err(err) => {
                 tracing::warn!(lease = %member, error = %err, "refreshing a lease failed; retrying");
+                wait = every.min(REFRESH_RETRY);
             }
         }
     }
@@ -253,8 +264,24 @@ const RELEASE_RETRIES: [Duration; 4] = [
 static RELEASING: LazyLock<(AtomicUsize, Notify)> =
     LazyLock::new(|| (AtomicUsize::new(0), Notify::new()));
 
-/// Waits until every lease release under way has reached Redis or given
-/// up, at most `limit`.
+/// Runs `release` (of a lease, or of whatever else a request took) off the
+/// caller's path, counted so that [`drain_releases`] waits for it.
+pub(crate) fn spawn_release(
+    runtime: &tokio::runtime::Handle,
+    release: impl Future<Output = ()> + Send + 'static,
+) {
+    let (count, done) = &*RELEASING;
+    count.fetch_add(1, Ordering::SeqCst);
+    runtime.spawn(async move {
+        release.await;
+        if count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            done.notify_waiters();
+        }
+    });
+}
+
+/// Waits until every release under way has reached Redis or given up, at
+/// most `limit`.
 pub async fn drain_releases(limit: Duration) {
     let (count, done) = &*RELEASING;
     let wait = async {
@@ -274,6 +301,9 @@ impl Drop for Lease {
         let Some(mut held) = self.held.take() else {
             return;
         };
+        // Stopped first: a refresh already sent (which puts back a lease it
+        // finds gone) reaches Redis before the release, on the same
+        // connection, and cannot bring the lease back after it.
         if let Some(refresher) = held.refresher.take() {
             refresher.abort();
         }
@@ -281,9 +311,7 @@ impl Drop for Lease {
             tracing::warn!(lease = %held.member, "no runtime to release a lease; it will expire");
             return;
         };
-        let (count, done) = &*RELEASING;
-        count.fetch_add(1, Ordering::SeqCst);
-        runtime.spawn(async move {
+        spawn_release(&runtime, async move {
             let mut retries = RELEASE_RETRIES.iter();
             loop {
                 let Err(err) = release(&mut held.conn, &held.set, &held.member).await else {
@@ -297,9 +325,6 @@ impl Drop for Lease {
             }
             if let Some(notify) = held.on_release.take() {
                 notify();
-            }
-            if count.fetch_sub(1, Ordering::SeqCst) == 1 {
-                done.notify_waiters();
             }
         });
     }

@@ -169,6 +169,19 @@ impl Names {
         format!("{tag}:leases")
     }
 
+    /// String with a TTL: what one admission added (its lease, its count
+    /// in the window), so it can be undone once if the relay gave up on
+    /// the admission's answer.
+    pub fn admitted(&self, tag: &str, request_id: &str) -> String {
+        format!("{tag}:admitted:{request_id}")
+    }
+
+    /// String with a TTL: an admission the relay gave up on before it ran,
+    /// so that it has no effect when it runs later.
+    pub fn cancelled(&self, tag: &str, request_id: &str) -> String {
+        format!("{tag}:cancelled:{request_id}")
+    }
+
     /// Hash of requests, tokens and cost in one fixed rate window.
     pub fn window(&self, tag: &str, secs: u64, start: i64) -> String {
         format!("{tag}:window:{secs}:{start}")

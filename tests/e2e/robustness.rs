@@ -1,8 +1,6 @@
 //! What clients, upstreams and Redis do wrong, and what the relay must
 //! still do: answer, count each answer once, and let go of what it holds.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use claude_relay::usage::record::Subject;
@@ -10,10 +8,10 @@ use futures::StreamExt;
 use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
 use crate::binaries::{relay_command, serve};
+use crate::harness::proxy::FlakyProxy;
 use crate::harness::{Answer, K1, TestEnv, body, snapshot};
 
 /// An upstream's `retry-after` too large for a duration once made the
@@ -290,86 +288,6 @@ fn head_of(answer: &str) -> reqwest::header::HeaderMap {
     headers
 }
 
-/// A TCP proxy to Redis that can be taken down (every connection dropped,
-/// new ones refused, as when Redis stops) and brought back on its port.
-struct FlakyProxy {
-    addr: SocketAddr,
-    up: tokio::sync::watch::Sender<bool>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl FlakyProxy {
-    async fn start(redis_url: &str) -> FlakyProxy {
-        let target = redis_url
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .to_owned();
-        let first = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port for the proxy");
-        let addr = first.local_addr().expect("the proxy address");
-        let (up, mut up_signal) = tokio::sync::watch::channel(true);
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let accept = tokio::spawn({
-            let links = Arc::clone(&links);
-            async move {
-                let mut listener = Some(first);
-                loop {
-                    if up_signal.wait_for(|up| *up).await.is_err() {
-                        return;
-                    }
-                    let bound = match listener.take() {
-                        Some(bound) => bound,
-                        None => TcpListener::bind(addr).await.expect("the proxy port again"),
-                    };
-                    loop {
-                        tokio::select! {
-                            accepted = bound.accept() => {
-                                let Ok((mut client, _)) = accepted else { break };
-                                let target = target.clone();
-                                links.lock().expect("the proxy links").push(tokio::spawn(async move {
-                                    if let Ok(mut redis) = TcpStream::connect(&target).await {
-                                        let _ = tokio::io::copy_bidirectional(&mut client, &mut redis)
-                                            .await;
-                                    }
-                                }));
-                            }
-                            _ = up_signal.wait_for(|up| !*up) => break,
-                        }
-                    }
-                }
-            }
-        });
-        FlakyProxy {
-            addr,
-            up,
-            links,
-            accept,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://{}", self.addr)
-    }
-
-    fn set_up(&self, up: bool) {
-        let _ = self.up.send(up);
-        if !up {
-            for link in self.links.lock().expect("the proxy links").drain(..) {
-                link.abort();
-            }
-        }
-    }
-}
-
-impl Drop for FlakyProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.set_up(false);
-    }
-}
-
 /// Once Redis is back, the relay serves at once: no request after the
 /// outage pays for the connection that broke during it.
 #[tokio::test]
@@ -404,4 +322,152 @@ async fn requests_after_a_redis_outage_are_served_without_a_503() {
     assert_eq!(during.error_code(), "store_unavailable");
     assert_eq!(after, [200, 200, 200]);
     assert_eq!(after_quiet_outage.status, 200, "{after_quiet_outage:?}");
+}
+
+/// A Redis outage longer than the lease TTL lets the leases of running
+/// streams expire. Each is put back once Redis returns (they are in
+/// flight, so they count) and the key's and the account's limits hold:
+/// new requests are refused until the streams end, and each lease is
+/// released once when its stream does.
+#[tokio::test]
+async fn leases_that_expire_during_a_redis_outage_are_put_back_while_their_streams_run() {
+    let proxy = FlakyProxy::start(&crate::harness::redis::redis_url()).await;
+    let proxy_url = proxy.url();
+    let mut account = crate::harness::env::account("A", 1);
+    account["concurrency_limit"] = json!(3);
+    let env = TestEnv::builder()
+        .k1(json!({"concurrency_limit": 3}))
+        .accounts(vec![account])
+        .config(move |config| {
+            config.redis.url = proxy_url.into();
+            config.limits.lease_ttl = Duration::from_secs(3);
+        })
+        .start()
+        .await;
+    let long_stream = || {
+        Answer::sse_standard(mock_upstream::SseStandard {
+            deltas: (0..120).map(|i| format!("part {i} ")).collect(),
+            delta_pause_ms: 100,
+            ..Default::default()
+        })
+    };
+    env.mock
+        .push_answers("sk-up-A", vec![long_stream(), long_stream(), long_stream()]);
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let response = env.messages(K1, body(true)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut stream = response.bytes_stream();
+        stream.next().await.unwrap().unwrap();
+        streams.push(stream);
+    }
+    let reading = tokio::spawn(async move {
+        let mut texts = Vec::new();
+        for mut stream in streams {
+            let mut text = String::new();
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            }
+            texts.push(text);
+        }
+        texts
+    });
+
+    proxy.set_up(false);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.set_up(true);
+    until_redis_answers(&env).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while env.leases("key-1").await.len() < 3 || env.account_leases("acct-a").await.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leases not put back: key {:?}, account {:?}",
+            env.leases("key-1").await,
+            env.account_leases("acct-a").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut refused = Vec::new();
+    for _ in 0..3 {
+        refused.push(env.post_messages(K1, body(false)).await);
+    }
+    let texts = reading.await.unwrap();
+
+    for answer in &refused {
+        assert_eq!(answer.status, 429, "{answer:?}");
+        assert_eq!(answer.error_code(), "concurrency_limit");
+    }
+    for text in texts {
+        assert!(text.contains("event: message_stop"), "{text}");
+    }
+    assert_eq!(env.mock.journal().len(), 3);
+    env.until_no_leases("key-1").await;
+    env.until_no_account_leases("acct-a").await;
+    assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
+}
+
+/// Redis stalls (a paused Redis keeps the connection and runs what it
+/// received once it resumes): requests refused with 503 in the meantime
+/// are not forwarded, so their admissions, which Redis runs late, are
+/// taken back and use up nothing of the key's rate window or leases.
+#[tokio::test]
+async fn requests_refused_while_redis_stalls_use_up_none_of_the_keys_rate_window() {
+    let proxy = FlakyProxy::start(&crate::harness::redis::redis_url()).await;
+    let proxy_url = proxy.url();
+    let env = TestEnv::builder()
+        .k1(json!({"concurrency_limit": 5,
+                   "rate_limit": {"window_secs": 2_592_000, "requests": 5}}))
+        .config(move |config| {
+            config.redis.url = proxy_url.into();
+            config.redis.response_timeout = Duration::from_millis(300);
+            config.limits.key_cache_ttl = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
+    // Caches the key and loads the admission script (a stalled `EVALSHA`
+    // of a script Redis does not know would only answer `NOSCRIPT`).
+    assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
+
+    proxy.stall(true);
+    let mut during = Vec::new();
+    for _ in 0..3 {
+        during.push(env.post_messages(K1, body(false)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.stall(false);
+    let own_limits = || async {
+        let own = env
+            .send(
+                env.request(reqwest::Method::GET, "/relay/key")
+                    .header("x-api-key", K1),
+            )
+            .await;
+        assert_eq!(own.status, 200, "{own:?}");
+        own.json()["limits"].clone()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let limits = own_limits().await;
+        if limits["rate_limit"]["requests"]["used"] == 1 && limits["concurrency"]["in_use"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused requests still count: {limits}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut after = Vec::new();
+    for _ in 0..5 {
+        after.push(env.post_messages(K1, body(false)).await);
+    }
+
+    for answer in &during {
+        assert_eq!(answer.status, 503, "{answer:?}");
+        assert_eq!(answer.error_code(), "store_unavailable");
+    }
+    let statuses: Vec<u16> = after.iter().map(|answer| answer.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 429]);
+    assert_eq!(after[4].error_code(), "rate_limit");
+    assert_eq!(env.mock.journal().len(), 5);
 }

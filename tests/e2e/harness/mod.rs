@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod env;
 pub mod fixtures;
+pub mod proxy;
 pub mod raw;
 pub mod redis;
 pub mod snapshot;
