@@ -1,7 +1,9 @@
 //! A TCP proxy to Redis for outages: taken down (every connection dropped,
 //! new ones refused, as when Redis stops) and brought back on its port, or
 //! stalled (connections kept, what clients send held back, as when Redis
-//! is paused) and resumed, which delivers what it held, in order.
+//! is paused) and resumed, which delivers what it held, in order; or
+//! Redis restarted behind it while every client's socket stays open until
+//! the client next sends something, as Docker's port proxy does.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,7 @@ pub struct FlakyProxy {
     addr: SocketAddr,
     up: watch::Sender<bool>,
     flowing: watch::Sender<bool>,
+    restarts: watch::Sender<u32>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -31,6 +34,7 @@ impl FlakyProxy {
         let addr = first.local_addr().expect("the proxy address");
         let (up, mut up_signal) = watch::channel(true);
         let (flowing, flowing_signal) = watch::channel(true);
+        let (restarts, restarts_signal) = watch::channel(0);
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = tokio::spawn({
             let links = Arc::clone(&links);
@@ -48,7 +52,12 @@ impl FlakyProxy {
                         tokio::select! {
                             accepted = bound.accept() => {
                                 let Ok((client, _)) = accepted else { break };
-                                let link = link(client, target.clone(), flowing_signal.clone());
+                                let link = link(
+                                    client,
+                                    target.clone(),
+                                    flowing_signal.clone(),
+                                    restarts_signal.clone(),
+                                );
                                 links.lock().expect("the proxy links").push(tokio::spawn(link));
                             }
                             _ = up_signal.wait_for(|up| !*up) => break,
@@ -61,6 +70,7 @@ impl FlakyProxy {
             addr,
             up,
             flowing,
+            restarts,
             links,
             accept,
         }
@@ -83,11 +93,23 @@ impl FlakyProxy {
     pub fn stall(&self, stalled: bool) {
         let _ = self.flowing.send(!stalled);
     }
+
+    /// Every connection to Redis goes, as when Redis restarts; each
+    /// client finds out only when it next sends something.
+    pub fn restart_redis(&self) {
+        self.restarts.send_modify(|count| *count += 1);
+    }
 }
 
 /// Carries one connection: answers as they come, requests only while the
 /// proxy is not stalled.
-async fn link(mut client: TcpStream, target: String, mut flowing: watch::Receiver<bool>) {
+async fn link(
+    mut client: TcpStream,
+    target: String,
+    mut flowing: watch::Receiver<bool>,
+    mut restarts: watch::Receiver<u32>,
+) {
+    restarts.mark_unchanged();
     let Ok(mut redis) = TcpStream::connect(&target).await else {
         return;
     };
@@ -107,9 +129,15 @@ async fn link(mut client: TcpStream, target: String, mut flowing: watch::Receive
             }
         }
     };
-    tokio::select! {
-        () = requests => {}
-        _ = tokio::io::copy(&mut from_redis, &mut to_client) => {}
+    let restarted = tokio::select! {
+        () = requests => false,
+        _ = tokio::io::copy(&mut from_redis, &mut to_client) => false,
+        _ = restarts.changed() => true,
+    };
+    if restarted {
+        drop(redis);
+        let mut byte = [0u8; 1];
+        let _ = client.read(&mut byte).await;
     }
 }
 
