@@ -45,7 +45,10 @@ pub fn router(token: &SecretString) -> Router<AppState> {
     let digest = Arc::new(Sha256::digest(token.expose_secret().as_bytes()).to_vec());
     Router::new()
         .route("/admin/keys", get(list_keys).post(create_key))
-        .route("/admin/keys/{id}", get(show_key).delete(delete_key))
+        .route(
+            "/admin/keys/{id}",
+            get(show_key).put(replace_key).delete(delete_key),
+        )
         .route("/admin/keys/{id}/disable", post(disable_key))
         .route("/admin/keys/{id}/enable", post(enable_key))
         .route("/admin/keys/{id}/rotate", post(rotate_key))
@@ -175,6 +178,52 @@ async fn create_key(State(state): State<AppState>, request: Request) -> Answer {
         map.insert("key".into(), json!(key.expose_secret()));
     }
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Replaces the key's settings with a key entry of the seed file, as
+/// seeding it again would: fields left out take their defaults. Without
+/// `key` or `key_sha256` the key keeps its secret; it keeps its creation
+/// time and first use either way. A key that does not exist is created
+/// (then the entry must carry the key or its hash).
+async fn replace_key(State(state): State<AppState>, Id(id): Id, request: Request) -> Answer {
+    let mut entry = json_object(request).await?;
+    match entry.get("id") {
+        None => {
+            entry.insert("id".into(), json!(id));
+        }
+        Some(given) if given.as_str() == Some(id.as_str()) => {}
+        Some(_) => {
+            return Err(RelayError::InvalidBody {
+                reason: format!("the entry's id differs from the id in the path ({id})"),
+            });
+        }
+    }
+    let existing = state.store.key_by_id(&id).await.map_err(store_error)?;
+    if let Some(old) = &existing {
+        if !entry.contains_key("key") && !entry.contains_key("key_sha256") {
+            entry.insert("key_sha256".into(), json!(old.key_sha256));
+        }
+    }
+    let seed: SeedKey = serde_json::from_value(Value::Object(entry)).map_err(invalid)?;
+    seed.check().map_err(invalid)?;
+    check_clients(&state.config, &seed.allowed_clients).map_err(invalid)?;
+    let created_at = existing
+        .as_ref()
+        .and_then(|old| old.created_at)
+        .unwrap_or_else(lifetime::now);
+    let record = seed.record(state.config.secrets.key_pepper.as_ref(), created_at);
+    state.store.put_key(&record).await.map_err(store_error)?;
+    if let Some(old) = &existing {
+        state.keys.forget(&old.key_sha256);
+    }
+    state.keys.forget(&record.key_sha256);
+    let body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(body)).into_response())
 }
 
 async fn disable_key(State(state): State<AppState>, Id(id): Id) -> Answer {

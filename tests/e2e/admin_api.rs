@@ -313,3 +313,63 @@ async fn a_short_admin_token_stops_the_relay_from_starting() {
     };
     assert!(err.to_string().contains("at least 24"), "{err}");
 }
+
+#[tokio::test]
+async fn a_key_replaced_through_the_api_keeps_its_secret_and_takes_the_new_settings() {
+    let env = with_admin().await;
+    let before = admin(&env, Method::GET, "/admin/keys/key-1", None)
+        .await
+        .json();
+    assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
+
+    let replaced = admin(
+        &env,
+        Method::PUT,
+        "/admin/keys/key-1",
+        Some(
+            json!({"name": "Renamed", "allowed_models": ["claude-haiku-4-5"],
+                    "daily_budget_usd": 5}),
+        ),
+    )
+    .await;
+    let haiku = body(false).replace(crate::harness::SONNET, "claude-haiku-4-5");
+    let wrong_id = admin(
+        &env,
+        Method::PUT,
+        "/admin/keys/key-1",
+        Some(json!({"id": "key-2", "name": "x"})),
+    )
+    .await;
+    let new_without_key = admin(
+        &env,
+        Method::PUT,
+        "/admin/keys/key-new",
+        Some(json!({"name": "New"})),
+    )
+    .await;
+    let new_with_hash = admin(
+        &env,
+        Method::PUT,
+        "/admin/keys/key-new",
+        Some(json!({"name": "New", "key_sha256": "a".repeat(64)})),
+    )
+    .await;
+
+    assert_eq!(replaced.status, 200, "{replaced:?}");
+    let replaced = replaced.json();
+    assert_eq!(replaced["name"], "Renamed");
+    assert_eq!(replaced["created_at"], before["created_at"]);
+    assert_eq!(replaced["key_sha256"], before["key_sha256"]);
+    assert_eq!(
+        replaced["limits"]["budgets"]["daily_nano_usd"], 5_000_000_000u64,
+        "{replaced}"
+    );
+    assert_eq!(env.post_messages(K1, haiku).await.status, 200);
+    assert_eq!(
+        env.post_messages(K1, body(false)).await.error_code(),
+        "model_not_allowed"
+    );
+    assert_eq!(wrong_id.error_code(), "invalid_body");
+    assert_eq!(new_without_key.error_code(), "invalid_body");
+    assert_eq!(new_with_hash.status, 201, "{new_with_hash:?}");
+}
