@@ -199,10 +199,11 @@ async fn replace_key(State(state): State<AppState>, Id(id): Id, request: Request
         }
     }
     let existing = state.store.key_by_id(&id).await.map_err(store_error)?;
-    if let Some(old) = &existing {
-        if !entry.contains_key("key") && !entry.contains_key("key_sha256") {
-            entry.insert("key_sha256".into(), json!(old.key_sha256));
-        }
+    if let Some(old) = &existing
+        && !entry.contains_key("key")
+        && !entry.contains_key("key_sha256")
+    {
+        entry.insert("key_sha256".into(), json!(old.key_sha256));
     }
     let seed: SeedKey = serde_json::from_value(Value::Object(entry)).map_err(invalid)?;
     seed.check().map_err(invalid)?;
