@@ -112,6 +112,8 @@ pub enum RelayError {
     RecordExists { kind: &'static str, id: String },
     #[error("invalid query string: {reason}")]
     InvalidQuery { reason: String },
+    #[error("another key has the secret given for key {id}")]
+    SecretInUse { id: String },
 }
 
 /// How an error is presented: status, Anthropic `error.type`, stable code.
@@ -196,6 +198,7 @@ impl RelayError {
             }
             E::RecordExists { .. } => invalid_request(StatusCode::CONFLICT, "record_exists"),
             E::InvalidQuery { .. } => invalid_request(StatusCode::BAD_REQUEST, "invalid_query"),
+            E::SecretInUse { .. } => invalid_request(StatusCode::CONFLICT, "secret_in_use"),
         }
     }
 
@@ -318,11 +321,21 @@ impl RelayError {
                 format!("There is no {kind} with id {id}. List them with GET /admin/{kind}s.")
             }
             E::RecordExists { kind, id } => format!(
-                "A {kind} with id {id} exists already. Pick another id, or change that {kind} \
-                 instead."
+                "{} {kind} with id {id} exists already. Pick another id, or change that {kind} \
+                 instead.",
+                if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "An"
+                } else {
+                    "A"
+                }
             ),
             E::InvalidQuery { reason } => format!(
                 "The query string is not valid: {reason}. Fix it and send the request again."
+            ),
+            E::SecretInUse { id } => format!(
+                "Another key already has the secret given for key {id}, and one secret opens \
+                 one key. Give this key its own secret, or leave `key` out to have one \
+                 generated."
             ),
         }
     }
@@ -405,6 +418,7 @@ impl RelayError {
             E::RecordNotFound { kind, id } | E::RecordExists { kind, id } => {
                 Some(json!({ "kind": kind, "id": id }))
             }
+            E::SecretInUse { id } => Some(json!({ "id": id })),
             E::HeadersTooLarge {
                 size_bytes,
                 limit_bytes,
@@ -646,7 +660,7 @@ impl IntoResponse for RelayError {
 mod tests {
     use super::*;
 
-    const VARIANTS: usize = 29;
+    const VARIANTS: usize = 30;
 
     /// Position of the variant; a new variant does not compile here until
     /// it is added, and then fails `one_of_each_covers_every_variant` until
@@ -683,6 +697,7 @@ mod tests {
             E::RecordNotFound { .. } => 26,
             E::RecordExists { .. } => 27,
             E::InvalidQuery { .. } => 28,
+            E::SecretInUse { .. } => 29,
         }
     }
 
@@ -759,6 +774,7 @@ mod tests {
                 id: text(),
             },
             E::InvalidQuery { reason: text() },
+            E::SecretInUse { id: text() },
         ]
     }
 

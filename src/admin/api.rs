@@ -28,7 +28,7 @@ use crate::error::RelayError;
 use crate::limits::status;
 use crate::relay::store_error;
 use crate::store::cipher::CredentialCipher;
-use crate::store::{AccountRecord, KeyRecord};
+use crate::store::{AccountRecord, KeyRecord, Put, StoreError};
 use crate::usage::report;
 
 /// Admin request bodies are small records; anything larger is a mistake.
@@ -157,21 +157,13 @@ async fn create_key(State(state): State<AppState>, request: Request) -> Answer {
     let seed: SeedKey = serde_json::from_value(Value::Object(entry)).map_err(invalid)?;
     seed.check().map_err(invalid)?;
     check_clients(&state.config, &seed.allowed_clients).map_err(invalid)?;
-    if state
-        .store
-        .key_by_id(&seed.id)
-        .await
-        .map_err(store_error)?
-        .is_some()
-    {
-        return Err(RelayError::RecordExists {
-            kind: "key",
-            id: seed.id,
-        });
-    }
     let pepper = state.config.secrets.key_pepper.as_ref();
     let record = seed.record(pepper, lifetime::now());
-    state.store.put_key(&record).await.map_err(store_error)?;
+    state
+        .store
+        .write_key(&record, Put::Create)
+        .await
+        .map_err(refused)?;
     state.keys.forget(&record.key_sha256);
     let mut body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
     if let (Some(key), Value::Object(map)) = (issued, &mut body) {
@@ -213,7 +205,7 @@ async fn replace_key(State(state): State<AppState>, Id(id): Id, request: Request
         .and_then(|old| old.created_at)
         .unwrap_or_else(lifetime::now);
     let record = seed.record(state.config.secrets.key_pepper.as_ref(), created_at);
-    state.store.put_key(&record).await.map_err(store_error)?;
+    state.store.put_key(&record).await.map_err(refused)?;
     if let Some(old) = &existing {
         state.keys.forget(&old.key_sha256);
     }
@@ -245,7 +237,7 @@ async fn rotate_key(State(state): State<AppState>, Id(id): Id) -> Answer {
         key.expose_secret(),
         state.config.secrets.key_pepper.as_ref(),
     );
-    state.store.put_key(&record).await.map_err(store_error)?;
+    state.store.put_key(&record).await.map_err(refused)?;
     state.keys.forget(&old_hash);
     let mut body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
     if let Value::Object(map) = &mut body {
@@ -266,7 +258,7 @@ async fn delete_key(State(state): State<AppState>, Id(id): Id) -> Answer {
 async fn change_key(state: &AppState, id: &str, change: impl FnOnce(&mut KeyRecord)) -> Answer {
     let mut record = existing_key(state, id).await?;
     change(&mut record);
-    state.store.put_key(&record).await.map_err(store_error)?;
+    state.store.put_key(&record).await.map_err(refused)?;
     state.keys.forget(&record.key_sha256);
     let body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
     Ok(Json(body).into_response())
@@ -301,25 +293,13 @@ async fn add_account(State(state): State<AppState>, request: Request) -> Answer 
     let entry = json_object(request).await?;
     let seed: SeedAccount = serde_json::from_value(Value::Object(entry)).map_err(invalid)?;
     seed.check().map_err(invalid)?;
-    if state
-        .store
-        .account(&seed.id)
-        .await
-        .map_err(store_error)?
-        .is_some()
-    {
-        return Err(RelayError::RecordExists {
-            kind: "account",
-            id: seed.id,
-        });
-    }
     let cipher = CredentialCipher::from_secrets(&state.config.secrets).map_err(internal)?;
     let record = seed.record(&cipher).map_err(internal)?;
     state
         .store
-        .put_account(&record)
+        .write_account(&record, Put::Create)
         .await
-        .map_err(store_error)?;
+        .map_err(refused)?;
     let mut views = account_views(&state, std::slice::from_ref(&record)).await?;
     Ok((StatusCode::CREATED, Json(views.pop().unwrap_or_default())).into_response())
 }
@@ -496,6 +476,15 @@ async fn json_object(request: Request) -> Result<serde_json::Map<String, Value>,
         Err(err) => Err(RelayError::InvalidJson {
             reason: err.to_string(),
         }),
+    }
+}
+
+/// A write the store refused, or could not make.
+fn refused(err: StoreError) -> RelayError {
+    match err {
+        StoreError::Exists { kind, id } => RelayError::RecordExists { kind, id },
+        StoreError::SecretInUse { id } => RelayError::SecretInUse { id },
+        other => store_error(other),
     }
 }
 

@@ -15,7 +15,7 @@ use redis::AsyncCommands;
 use time::Date;
 
 use super::records::{AccountStatus, Cooldown};
-use super::{AccountRecord, Store, StoreResult, decode, encode};
+use super::{AccountRecord, Put, Store, StoreError, StoreResult, decode, encode};
 use crate::usage::record::Period;
 
 /// An account's health as an operator sees it.
@@ -37,14 +37,26 @@ const SPEND_TTL: Duration = Duration::from_secs(3 * 86_400);
 impl Store {
     /// Inserts or replaces the account with this id.
     pub async fn put_account(&self, record: &AccountRecord) -> StoreResult<()> {
-        let _: () = redis::Script::new(PUT_ACCOUNT)
+        self.write_account(record, Put::Upsert).await
+    }
+
+    /// Writes the account; with [`Put::Create`], only when its id is new.
+    pub async fn write_account(&self, record: &AccountRecord, write: Put) -> StoreResult<()> {
+        let written: i64 = redis::Script::new(PUT_ACCOUNT)
             .key(self.names.accounts())
             .key(self.names.accounts_version())
             .arg(&record.id)
             .arg(encode(record))
             .arg(fresh_version())
+            .arg(write.flag())
             .invoke_async(&mut self.conn.clone())
             .await?;
+        if written == 0 {
+            return Err(StoreError::Exists {
+                kind: "account",
+                id: record.id.clone(),
+            });
+        }
         Ok(())
     }
 
@@ -243,10 +255,13 @@ fn fresh_version() -> String {
     format!("{nanos:x}-{:x}-{count:x}", std::process::id())
 }
 
-/// KEYS: records, version. ARGV: id, record, new version.
+/// KEYS: records, version. ARGV: id, record, new version, `create` or
+/// `upsert`. Returns 1 when written, 0 when a create found the id.
 const PUT_ACCOUNT: &str = r"
+if ARGV[4] == 'create' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
+return 1
 ";
 
 /// KEYS: records, version, status, last_used, cooldown, leases. ARGV: id,

@@ -35,6 +35,30 @@ pub enum StoreError {
     },
     #[error("the {script} script answered {reply:?}, which this relay does not know")]
     Script { script: &'static str, reply: String },
+    /// A create found a record with its id.
+    #[error("a {kind} with id {id} exists already")]
+    Exists { kind: &'static str, id: String },
+    /// Another key has the same secret: one secret opens one key.
+    #[error("another key already has the secret given for key {id}")]
+    SecretInUse { id: String },
+}
+
+/// How a record is written: whatever is there replaced, or only when its
+/// id is new (checked in the same script that writes, so two creates of
+/// one id cannot both succeed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Upsert,
+    Create,
+}
+
+impl Put {
+    pub(crate) fn flag(self) -> &'static str {
+        match self {
+            Put::Upsert => "upsert",
+            Put::Create => "create",
+        }
+    }
 }
 
 /// A handle on the relay's Redis data under one prefix. Cheap to clone.
@@ -320,17 +344,38 @@ impl Store {
     /// Inserts or replaces the key with this id; a changed hash (rotation)
     /// drops the old one in the same step.
     pub async fn put_key(&self, record: &KeyRecord) -> StoreResult<()> {
+        self.write_key(record, Put::Upsert).await
+    }
+
+    /// Writes the key; refused when its secret belongs to another key (the
+    /// secret would then open this record instead of that one), and with
+    /// [`Put::Create`] when the id exists.
+    pub async fn write_key(&self, record: &KeyRecord, write: Put) -> StoreResult<()> {
         let json = encode(record);
-        let _: () = redis::Script::new(PUT_KEY)
+        let reply: String = redis::Script::new(PUT_KEY)
             .key(self.names.keys_by_id())
             .key(self.names.keys_by_hash())
             .key(self.names.keys_activated())
             .arg(&record.id)
             .arg(&record.key_sha256)
             .arg(json)
+            .arg(write.flag())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(())
+        match reply.as_str() {
+            "ok" => Ok(()),
+            "exists" => Err(StoreError::Exists {
+                kind: "key",
+                id: record.id.clone(),
+            }),
+            "secret_in_use" => Err(StoreError::SecretInUse {
+                id: record.id.clone(),
+            }),
+            _ => Err(StoreError::Script {
+                script: "put key",
+                reply,
+            }),
+        }
     }
 
     pub async fn delete_key(&self, id: &str) -> StoreResult<bool> {
@@ -367,10 +412,16 @@ impl Store {
     }
 }
 
-/// KEYS: by_id, by_hash, activated. ARGV: id, hash, record. A rotated key
-/// keeps its first use, so rotating never extends its life.
+/// KEYS: by_id, by_hash, activated. ARGV: id, hash, record, `create` or
+/// `upsert`. A rotated key keeps its first use, so rotating never extends
+/// its life. Answers `ok`, `exists` (a create of an id in use) or
+/// `secret_in_use` (the hash is another key's).
 const PUT_KEY: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and ARGV[4] == 'create' then return 'exists' end
+if old ~= ARGV[2] and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
+  return 'secret_in_use'
+end
 if old and old ~= ARGV[2] then
   redis.call('HDEL', KEYS[2], old)
   local first_use = redis.call('HGET', KEYS[3], old)
@@ -381,6 +432,7 @@ if old and old ~= ARGV[2] then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 'ok'
 ";
 
 /// KEYS: by_id, by_hash, activated. ARGV: id.

@@ -373,3 +373,65 @@ async fn a_key_replaced_through_the_api_keeps_its_secret_and_takes_the_new_setti
     assert_eq!(new_without_key.error_code(), "invalid_body");
     assert_eq!(new_with_hash.status, 201, "{new_with_hash:?}");
 }
+
+#[tokio::test]
+async fn one_secret_opens_one_key_so_a_second_key_with_it_is_refused() {
+    let env = with_admin().await;
+    let k1_hash = claude_relay::auth::hash_key(K1, None);
+
+    let same_key = admin(
+        &env,
+        Method::POST,
+        "/admin/keys",
+        Some(json!({"id": "thief", "name": "t", "key": K1, "disabled": true})),
+    )
+    .await;
+    let same_hash = admin(
+        &env,
+        Method::PUT,
+        "/admin/keys/thief",
+        Some(json!({"name": "t", "key_sha256": k1_hash})),
+    )
+    .await;
+
+    snapshot::error_body("admin_secret_in_use", &same_key);
+    assert_eq!(same_key.status, 409);
+    assert_eq!(same_hash.error_code(), "secret_in_use");
+    assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
+    let k1 = admin(&env, Method::GET, "/admin/keys/key-1", None).await.json();
+    assert_eq!(k1["id"], "key-1");
+    let thief = admin(&env, Method::GET, "/admin/keys/thief", None).await;
+    assert_eq!(thief.status, 404);
+}
+
+#[tokio::test]
+async fn of_many_concurrent_creates_of_one_id_exactly_one_succeeds() {
+    let env = with_admin().await;
+    let key = || {
+        admin(
+            &env,
+            Method::POST,
+            "/admin/keys",
+            Some(json!({"id": "raced", "name": "r"})),
+        )
+    };
+    let account = || {
+        admin(
+            &env,
+            Method::POST,
+            "/admin/accounts",
+            Some(json!({"id": "acct-raced", "name": "r", "base_url": env.mock.url(),
+                        "credential": "sk-up-A"})),
+        )
+    };
+
+    let keys = futures::future::join_all((0..12).map(|_| key())).await;
+    let accounts = futures::future::join_all((0..12).map(|_| account())).await;
+
+    for answers in [keys, accounts] {
+        let mut statuses: Vec<u16> = answers.iter().map(|answer| answer.status).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses[0], 201);
+        assert!(statuses[1..].iter().all(|status| *status == 409), "{statuses:?}");
+    }
+}

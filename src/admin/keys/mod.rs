@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::auth::{generate_key, hash_key, lifetime};
 use crate::config::Config;
-use crate::store::{KeyRecord, Service, Store};
+use crate::store::{KeyRecord, Put, Service, Store, StoreError};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -116,9 +116,6 @@ async fn create(
         }
         None => generated_id()?,
     };
-    if store.key_by_id(&id).await?.is_some() {
-        bail!("a key with id {id} exists already; pick another id or rotate that key");
-    }
     let key = generate_key()?;
     let record = KeyRecord {
         id,
@@ -140,7 +137,13 @@ async fn create(
         account: None,
         limits: Default::default(),
     };
-    store.put_key(&record).await.context("storing the key")?;
+    match store.write_key(&record, Put::Create).await {
+        Ok(()) => {}
+        Err(StoreError::Exists { id, .. }) => {
+            bail!("a key with id {id} exists already; pick another id or rotate that key")
+        }
+        Err(err) => return Err(err).context("storing the key"),
+    }
     view::issued("created", &record, &key, args.json, out)
 }
 
