@@ -159,48 +159,76 @@ fn incomplete_event(boundary: &[u8], request_id: &str) -> Bytes {
     Bytes::from(event)
 }
 
-/// Reads a whole (error) answer, at most `cap` bytes and within `idle`
-/// per chunk: enough to relay it verbatim if it turns out to be the last.
-/// An upstream body read up to a cap: the head, and when the body went on
-/// past the cap, the rest still to be read from the upstream.
+/// An upstream body read up to a cap, and what followed that head.
 pub struct HeldBody {
     pub head: Bytes,
-    pub rest: Option<UpstreamStream>,
+    tail: Tail,
+}
+
+enum Tail {
+    /// The head is the whole body.
+    Complete,
+    /// The body went on past the cap: the rest, still to be read.
+    More(UpstreamStream),
+    /// The upstream cut the body (or went silent) before its end.
+    Cut,
 }
 
 pub type UpstreamStream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 impl HeldBody {
-    /// The whole body for the client: the head, then the rest as it comes
-    /// (never billed: only failed answers are held).
+    /// The body for the client as the upstream sent it: the head, then the
+    /// rest as it comes (never billed: only failed answers are held). A
+    /// body the upstream cut is cut for the client too, never passed off
+    /// as complete.
     pub fn into_body(self, idle: Duration, meter: Meter, stopping: Stopping) -> Body {
-        match self.rest {
-            None => Body::from(self.head),
-            Some(rest) => {
-                let head = futures::stream::once(std::future::ready(Ok(self.head)));
+        let head = self.head;
+        match self.tail {
+            Tail::Complete => Body::from(head),
+            Tail::More(rest) => {
+                let head = futures::stream::once(std::future::ready(Ok(head)));
                 relay(head.chain(rest), idle, meter, stopping)
+            }
+            Tail::Cut => {
+                let cut = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the upstream cut its answer",
+                );
+                Body::from_stream(futures::stream::iter([Ok(head), Err(cut)]))
             }
         }
     }
 }
 
-/// Reads up to `cap` bytes of `upstream`, keeping the rest of a longer
-/// body unread so it can still be relayed whole.
+/// Reads up to `cap` bytes of `upstream` within `idle` per chunk, keeping
+/// the rest of a longer body unread so it can still be relayed whole.
 pub async fn hold(upstream: reqwest::Response, idle: Duration, cap: usize) -> HeldBody {
     let mut stream: UpstreamStream = Box::pin(upstream.bytes_stream());
     let mut buf = BytesMut::new();
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(idle, stream.next()).await {
-        buf.extend_from_slice(&chunk);
-        if buf.len() >= cap {
-            return HeldBody {
-                head: buf.freeze(),
-                rest: Some(stream),
-            };
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                buf.extend_from_slice(&chunk);
+                if buf.len() >= cap {
+                    return HeldBody {
+                        head: buf.freeze(),
+                        tail: Tail::More(stream),
+                    };
+                }
+            }
+            Ok(None) => {
+                return HeldBody {
+                    head: buf.freeze(),
+                    tail: Tail::Complete,
+                };
+            }
+            Ok(Some(Err(_))) | Err(_) => {
+                return HeldBody {
+                    head: buf.freeze(),
+                    tail: Tail::Cut,
+                };
+            }
         }
-    }
-    HeldBody {
-        head: buf.freeze(),
-        rest: None,
     }
 }
 

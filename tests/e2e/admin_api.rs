@@ -398,7 +398,9 @@ async fn one_secret_opens_one_key_so_a_second_key_with_it_is_refused() {
     assert_eq!(same_key.status, 409);
     assert_eq!(same_hash.error_code(), "secret_in_use");
     assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
-    let k1 = admin(&env, Method::GET, "/admin/keys/key-1", None).await.json();
+    let k1 = admin(&env, Method::GET, "/admin/keys/key-1", None)
+        .await
+        .json();
     assert_eq!(k1["id"], "key-1");
     let thief = admin(&env, Method::GET, "/admin/keys/thief", None).await;
     assert_eq!(thief.status, 404);
@@ -420,8 +422,10 @@ async fn of_many_concurrent_creates_of_one_id_exactly_one_succeeds() {
             &env,
             Method::POST,
             "/admin/accounts",
-            Some(json!({"id": "acct-raced", "name": "r", "base_url": env.mock.url(),
-                        "credential": "sk-up-A"})),
+            Some(
+                json!({"id": "acct-raced", "name": "r", "base_url": env.mock.url(),
+                        "credential": "sk-up-A"}),
+            ),
         )
     };
 
@@ -432,6 +436,9 @@ async fn of_many_concurrent_creates_of_one_id_exactly_one_succeeds() {
         let mut statuses: Vec<u16> = answers.iter().map(|answer| answer.status).collect();
         statuses.sort_unstable();
         assert_eq!(statuses[0], 201);
-        assert!(statuses[1..].iter().all(|status| *status == 409), "{statuses:?}");
+        assert!(
+            statuses[1..].iter().all(|status| *status == 409),
+            "{statuses:?}"
+        );
     }
 }

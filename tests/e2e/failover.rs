@@ -242,3 +242,20 @@ async fn a_last_error_answer_larger_than_the_judged_head_is_relayed_whole() {
         Some(long.len())
     );
 }
+
+/// An error answer the upstream cut short reaches the client cut short
+/// too (its read fails), never as a complete body that does not parse.
+#[tokio::test]
+async fn an_error_answer_the_upstream_cut_is_cut_for_the_client_too() {
+    let env = TestEnv::start().await;
+    let long = "x".repeat(3 * 1024 * 1024);
+    env.mock.push_answers(
+        "sk-up-A",
+        vec![Answer::error(400, "invalid_request_error", &long).cut_after_bytes(500_000)],
+    );
+
+    let response = env.messages(K1, body(false)).send().await.unwrap();
+
+    assert_eq!(response.status(), 400);
+    assert!(response.bytes().await.is_err(), "a cut body read as whole");
+}
