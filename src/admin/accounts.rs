@@ -122,9 +122,7 @@ pub fn check_fields(id: &str, base_url: &str, group: Option<&str>) -> anyhow::Re
     // Ids become Redis key names and hash tags; ids that differ only in
     // other characters would share counters and leases.
     crate::store::check_id(id).map_err(|err| anyhow::anyhow!("account: {err}"))?;
-    if crate::upstream::client::join_url(base_url, "/").is_none() {
-        bail!("base_url {base_url:?} is not an http(s) URL");
-    }
+    check_base_url(base_url)?;
     if group.is_some_and(|group| group.trim().is_empty()) {
         bail!("group must not be empty; leave it out for the shared pool");
     }
@@ -206,6 +204,26 @@ fn parse_map(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
             _ => bail!("--map {pair:?}: write REQUESTED=UPSTREAM"),
         })
         .collect()
+}
+
+/// Request paths are appended to the base URL, and the account's
+/// credential is the only one sent: a base URL with a query or fragment
+/// (which the path would land behind) or with a user and password (sent
+/// in the clear as Basic auth, and stored unsealed) is refused.
+fn check_base_url(base_url: &str) -> anyhow::Result<()> {
+    let Ok(url) = reqwest::Url::parse(base_url) else {
+        bail!("base_url {base_url:?} is not a URL");
+    };
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        bail!("base_url {base_url:?} is not an http(s) URL with a host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!("base_url must not carry a user or password; the credential is the account's own");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!("base_url {base_url:?} must not have a query or fragment: paths are appended to it");
+    }
+    Ok(())
 }
 
 /// A credential travels in a header: it must be visible ASCII, without

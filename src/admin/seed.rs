@@ -388,6 +388,25 @@ mod tests {
     }
 
     #[test]
+    fn base_urls_with_a_user_a_query_or_a_fragment_are_refused() {
+        for (base_url, says) in [
+            ("http://user:p%40ss@127.0.0.1:9", "user or password"),
+            ("http://127.0.0.1:9/?x=1", "query or fragment"),
+            ("http://127.0.0.1:9/#frag", "query or fragment"),
+            ("file:///etc", "http(s)"),
+            ("127.0.0.1:9", "URL"),
+        ] {
+            let seed = serde_json::json!({"accounts": [{"id": "a", "name": "A",
+                "base_url": base_url, "credential": "sk"}]});
+            let err = SeedFile::parse(&seed.to_string(), &env).unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{base_url}: {err:#}");
+        }
+        let fine = serde_json::json!({"accounts": [{"id": "a", "name": "A",
+            "base_url": "https://relay.example/api/", "credential": "sk"}]});
+        assert!(SeedFile::parse(&fine.to_string(), &env).is_ok());
+    }
+
+    #[test]
     fn credentials_that_cannot_be_a_header_value_are_refused() {
         for (credential, says) in [
             ("sk-a\nb", "a line break"),
