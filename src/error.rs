@@ -208,7 +208,7 @@ impl RelayError {
         match self {
             E::BodyTooLarge { limit_bytes } => format!(
                 "The request body is larger than this relay accepts ({} MiB). \
-                 Shorten or compact the conversation, then retry.",
+                 Shorten it (compact a long conversation), then retry.",
                 limit_bytes / (1024 * 1024)
             ),
             E::MissingKey => "No API key was sent. Send your relay key in the x-api-key header \

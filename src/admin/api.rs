@@ -42,7 +42,8 @@ type Answer = Result<Response, RelayError>;
 
 /// The routes under `/admin`, behind the token check.
 pub fn router(token: &SecretString) -> Router<AppState> {
-    let digest = Arc::new(Sha256::digest(token.expose_secret().as_bytes()).to_vec());
+    // Trimmed as the presented token is (and as the length check counts).
+    let digest = Arc::new(Sha256::digest(token.expose_secret().trim().as_bytes()).to_vec());
     Router::new()
         .route("/admin/keys", get(list_keys).post(create_key))
         .route(
@@ -143,7 +144,7 @@ async fn show_key(State(state): State<AppState>, Id(id): Id) -> Answer {
 /// left out; without `key` or `key_sha256` a key is generated and shown
 /// in the answer, the only time it is.
 async fn create_key(State(state): State<AppState>, request: Request) -> Answer {
-    let mut entry = json_object(request).await?;
+    let mut entry = json_object(&state, request).await?;
     if !entry.contains_key("id") {
         entry.insert("id".into(), json!(generated_id().map_err(internal)?));
     }
@@ -178,7 +179,7 @@ async fn create_key(State(state): State<AppState>, request: Request) -> Answer {
 /// time and first use either way. A key that does not exist is created
 /// (then the entry must carry the key or its hash).
 async fn replace_key(State(state): State<AppState>, Id(id): Id, request: Request) -> Answer {
-    let mut entry = json_object(request).await?;
+    let mut entry = json_object(&state, request).await?;
     match entry.get("id") {
         None => {
             entry.insert("id".into(), json!(id));
@@ -290,7 +291,7 @@ async fn show_account(State(state): State<AppState>, Id(id): Id) -> Answer {
 /// Takes an account entry as the seed file writes it, credential
 /// included; the credential is sealed before it is stored and never shown.
 async fn add_account(State(state): State<AppState>, request: Request) -> Answer {
-    let entry = json_object(request).await?;
+    let entry = json_object(&state, request).await?;
     let seed: SeedAccount = serde_json::from_value(Value::Object(entry)).map_err(invalid)?;
     seed.check().map_err(invalid)?;
     let cipher = CredentialCipher::from_secrets(&state.config.secrets).map_err(internal)?;
@@ -404,11 +405,12 @@ async fn usage(
     State(state): State<AppState>,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Answer {
-    let Ok(Query(query)) = query else {
-        return Err(RelayError::InvalidQuery {
-            reason: "it takes only key, account, model and since".into(),
-        });
-    };
+    let Query(query) = query.map_err(|rejection| RelayError::InvalidQuery {
+        reason: format!(
+            "{} (it takes key, account, model and since, each once)",
+            rejection.body_text()
+        ),
+    })?;
     let since = query
         .since
         .map(|text| {
@@ -444,30 +446,20 @@ async fn usage(
 
 // ---- shared ----
 
-/// The body as a JSON object, or the error that says what is wrong with it.
-async fn json_object(request: Request) -> Result<serde_json::Map<String, Value>, RelayError> {
-    let is_json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(';')
-                .next()
-                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !is_json {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-        return Err(RelayError::UnsupportedMediaType { content_type });
-    }
-    let bytes = axum::body::to_bytes(request.into_body(), BODY_LIMIT)
-        .await
-        .map_err(|_| RelayError::BodyTooLarge {
-            limit_bytes: BODY_LIMIT,
-        })?;
+/// The body as a JSON object, or the error that says what is wrong with
+/// it; read as the relay reads any body (a limit, and a client that goes
+/// quiet gets 408).
+async fn json_object(
+    state: &AppState,
+    request: Request,
+) -> Result<serde_json::Map<String, Value>, RelayError> {
+    crate::relay::check_content_type(request.headers())?;
+    let bytes = crate::relay::body::read_limited(
+        request.into_body(),
+        BODY_LIMIT,
+        state.config.client_timeout,
+    )
+    .await?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(RelayError::InvalidBody {

@@ -246,6 +246,12 @@ impl SeedKey {
     pub fn check(&self) -> anyhow::Result<()> {
         crate::store::check_id(&self.id).map_err(|err| anyhow::anyhow!("key: {err}"))?;
         match (&self.key, &self.key_sha256) {
+            (Some(key), None) if key.is_empty() || !key.chars().all(|c| c.is_ascii_graphic()) => {
+                bail!(
+                    "key {}: `key` must be visible ASCII without spaces, as clients send it",
+                    self.id
+                )
+            }
             (Some(_), None) => {}
             (None, Some(hash)) if is_sha256_hex(hash) => {}
             (None, Some(_)) => bail!(

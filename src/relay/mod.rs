@@ -1,7 +1,7 @@
 //! The relay path: each step of the request pipeline, in the order the
 //! design fixes, each with its own error.
 
-mod body;
+pub(crate) mod body;
 mod forward;
 mod meter;
 mod models;
@@ -258,7 +258,7 @@ fn check_header_text(headers: &HeaderMap) -> Result<(), RelayError> {
 
 /// JSON or nothing: an explicit other type (curl's form default) is a
 /// mistake worth naming.
-fn check_content_type(headers: &HeaderMap) -> Result<(), RelayError> {
+pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), RelayError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };

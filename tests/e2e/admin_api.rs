@@ -157,9 +157,11 @@ async fn bad_key_entries_are_refused_with_what_is_wrong_and_nothing_stored() {
         .send(
             env.request(Method::POST, "/admin/keys")
                 .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/x-www-form-urlencoded")
                 .body(r#"{"name":"x"}"#),
         )
         .await;
+    let unusable_key = post(json!({"name": "x", "key": "a b"})).await;
 
     snapshot::error_body("admin_record_exists", &existing);
     assert_eq!(existing.status, 409);
@@ -168,6 +170,7 @@ async fn bad_key_entries_are_refused_with_what_is_wrong_and_nothing_stored() {
         (&unknown_client, "claude-code"),
         (&bad_id, "a b"),
         (&not_an_object, "JSON object"),
+        (&unusable_key, "visible ASCII"),
     ] {
         assert_eq!(refused.status, 400, "{refused:?}");
         assert_eq!(refused.error_code(), "invalid_body");
@@ -441,4 +444,32 @@ async fn of_many_concurrent_creates_of_one_id_exactly_one_succeeds() {
             "{statuses:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_admin_body_that_stops_arriving_gets_408_and_a_padded_token_still_opens() {
+    let env = TestEnv::builder()
+        .config(|config| {
+            config.secrets.admin_token = Some(format!("  {TOKEN}\n").into());
+            config.client_timeout = std::time::Duration::from_secs(1);
+        })
+        .start()
+        .await;
+    let request = format!(
+        "POST /admin/keys HTTP/1.1\r\nhost: relay\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\""
+    );
+
+    let stalled = crate::harness::raw::send_and_stall(
+        env.addr(),
+        request.as_bytes(),
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    let listed = admin(&env, Method::GET, "/admin/keys", None).await;
+
+    let stalled = stalled.expect("an answer within 10 s");
+    assert_eq!(stalled.status, 408);
+    assert_eq!(stalled.error_code(), "request_timeout");
+    assert_eq!(listed.status, 200, "{listed:?}");
 }
