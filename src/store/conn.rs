@@ -3,7 +3,10 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 use secrecy::ExposeSecret;
 
 use crate::config::RedisSettings;
@@ -38,10 +41,51 @@ impl Conn {
     }
 }
 
+/// How long a command is retried while Redis loads its data after a
+/// restart (it answers `LOADING` meanwhile).
+const LOADING_PATIENCE: Duration = Duration::from_secs(2);
+const LOADING_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether to send the command again, on a connection made anew. A
+/// connection found dead (Redis restarted while this instance was idle)
+/// fails the first command sent on it, and the manager reconnects: that
+/// command is worth one more try. A Redis still loading its data refused
+/// the command, which is worth trying until it is ready.
+fn retry_after(err: &RedisError, tries: u32, since: Instant) -> Option<Duration> {
+    let dropped = (err.is_connection_dropped() || err.is_connection_refusal()) && !err.is_timeout();
+    if dropped && tries == 1 {
+        return Some(Duration::ZERO);
+    }
+    let loading = err.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading);
+    (loading && since.elapsed() < LOADING_PATIENCE).then_some(LOADING_PAUSE)
+}
+
+/// Runs `send` until it succeeds or [`retry_after`] says to stop.
+async fn with_retries<T, F>(mut send: impl FnMut() -> F) -> redis::RedisResult<T>
+where
+    F: Future<Output = redis::RedisResult<T>>,
+{
+    let since = Instant::now();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match send().await {
+            Err(err) => match retry_after(&err, tries, since) {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => return Err(err),
+            },
+            answer => return answer,
+        }
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Single(conn) => Box::pin(with_retries(move || {
+                let mut conn = conn.clone();
+                async move { conn.req_packed_command(cmd).await }
+            })),
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -53,7 +97,10 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Single(conn) => Box::pin(with_retries(move || {
+                let mut conn = conn.clone();
+                async move { conn.req_packed_commands(pipeline, offset, count).await }
+            })),
             Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -63,5 +110,46 @@ impl ConnectionLike for Conn {
             Conn::Single(conn) => conn.get_db(),
             Conn::Cluster(conn) => conn.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        std::io::Error::from(kind).into()
+    }
+
+    #[test]
+    fn a_dead_connection_is_tried_once_more_and_a_timeout_never() {
+        let now = Instant::now();
+
+        assert_eq!(
+            retry_after(&io(std::io::ErrorKind::BrokenPipe), 1, now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after(&io(std::io::ErrorKind::ConnectionRefused), 1, now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            retry_after(&io(std::io::ErrorKind::BrokenPipe), 2, now),
+            None
+        );
+        assert_eq!(retry_after(&io(std::io::ErrorKind::TimedOut), 1, now), None);
+    }
+
+    #[test]
+    fn a_loading_redis_is_waited_for_within_the_patience() {
+        let loading: RedisError =
+            (ErrorKind::Server(ServerErrorKind::BusyLoading), "LOADING").into();
+        let long_ago = Instant::now() - LOADING_PATIENCE - Duration::from_millis(1);
+
+        assert_eq!(
+            retry_after(&loading, 3, Instant::now()),
+            Some(LOADING_PAUSE)
+        );
+        assert_eq!(retry_after(&loading, 3, long_ago), None);
     }
 }

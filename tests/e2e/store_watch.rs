@@ -66,3 +66,21 @@ async fn requests_after_a_redis_outage_are_served_without_a_503() {
     assert_eq!(after, [200, 200, 200]);
     assert_eq!(after_quiet_outage.status, 200, "{after_quiet_outage:?}");
 }
+
+/// The same restart with a request right after it, before the watch
+/// notices: the request's command fails on the dead connection and is
+/// sent once more on a new one.
+#[tokio::test]
+async fn a_request_right_after_an_unnoticed_redis_restart_is_served() {
+    let proxy = FlakyProxy::start(&crate::harness::redis::redis_url()).await;
+    let env = relay_behind(&proxy).await;
+    assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
+    env.usage_after(Subject::Key("key-1"), 1).await;
+
+    proxy.restart_redis();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let after = env.post_messages(K1, body(false)).await;
+
+    assert_eq!(after.status, 200, "{after:?}");
+    env.usage_after(Subject::Key("key-1"), 2).await;
+}
