@@ -161,10 +161,45 @@ pub enum BudgetPeriod {
 
 /// What one run of the script decided.
 pub enum Decision {
-    /// Go ahead; the lease (when the key has a concurrency limit) must
-    /// live as long as the answer.
-    Admitted(Option<Lease>),
+    Admitted(Admission),
     Refused(Refusal),
+}
+
+/// A request let through: its lease (when the key has a concurrency
+/// limit), which must live as long as the answer, and what it took, to
+/// take back should the request end with no upstream answer after all.
+pub struct Admission {
+    pub lease: Option<Lease>,
+    taken: Option<Taken>,
+}
+
+impl Admission {
+    /// For a key without limits: nothing held, nothing taken.
+    pub fn free() -> Admission {
+        Admission {
+            lease: None,
+            taken: None,
+        }
+    }
+
+    /// The lease, and what takes the admission back.
+    pub fn split(self) -> (Option<Lease>, TakeBack) {
+        (self.lease, TakeBack(self.taken))
+    }
+}
+
+/// Takes back what an admission took (its count in the rate window, its
+/// lease), once, off the caller's path: for a request the relay refused
+/// after admitting it, because Redis stopped answering before an account
+/// could be picked. A request refused with 503 uses up nothing.
+pub struct TakeBack(Option<Taken>);
+
+impl TakeBack {
+    pub fn run(self) {
+        if let (Some(taken), Ok(runtime)) = (self.0, tokio::runtime::Handle::try_current()) {
+            lease::spawn_release(&runtime, taken.undo());
+        }
+    }
 }
 
 /// One request of `key_id` for `model`, identified by `request_id`.
@@ -180,7 +215,7 @@ pub struct Ask<'a> {
 pub async fn decide(store: &Store, ask: &Ask<'_>) -> StoreResult<Decision> {
     let limits = ask.limits;
     if !limits.checks_anything() {
-        return Ok(Decision::Admitted(None));
+        return Ok(Decision::Admitted(Admission::free()));
     }
     let now = OffsetDateTime::now_utc();
     let counters = KeyCounters::at(store.names(), ask.key_id, limits, now, ask.offset);
@@ -243,12 +278,12 @@ pub async fn decide(store: &Store, ask: &Ask<'_>) -> StoreResult<Decision> {
         .arg(millis(ADMITTED_TTL));
     let (verdict, used, limit): (String, u64, u64) =
         invocation.invoke_async(&mut store.conn()).await?;
-    undo.disarm();
+    let taken = undo.disarm();
     if verdict == "admitted" {
         if let Some(lease) = &mut lease {
             lease.keep_alive(ask.lease_ttl);
         }
-        return Ok(Decision::Admitted(lease));
+        return Ok(Decision::Admitted(Admission { lease, taken }));
     }
     if let Some(lease) = lease {
         lease.disarm();
@@ -281,8 +316,8 @@ struct Undo(Option<Taken>);
 
 impl Undo {
     /// The script's answer was read: what it took is the request's.
-    fn disarm(mut self) {
-        self.0 = None;
+    fn disarm(mut self) -> Option<Taken> {
+        self.0.take()
     }
 }
 

@@ -19,6 +19,7 @@ use time::UtcOffset;
 use crate::config::LimitSettings;
 use crate::error::RelayError;
 use crate::store::{KeyRecord, Store};
+pub use admission::{Admission, TakeBack};
 use admission::{Ask, Decision, Refusal};
 pub use lease::Lease;
 pub use spec::KeyLimits;
@@ -55,7 +56,7 @@ impl Limits {
         key: &KeyRecord,
         model: &str,
         request_id: &str,
-    ) -> Result<Option<Lease>, RelayError> {
+    ) -> Result<Admission, RelayError> {
         let ask = Ask {
             key_id: &key.id,
             limits: &key.limits,
@@ -65,7 +66,7 @@ impl Limits {
             offset: self.offset,
         };
         let refusal = match self.decide(&ask).await? {
-            Ok(lease) => return Ok(lease),
+            Ok(admission) => return Ok(admission),
             Err(refusal) => refusal,
         };
         let wait = key.limits.wait_for_slot_secs;
@@ -82,7 +83,7 @@ impl Limits {
         ask: &Ask<'_>,
         wait: u32,
         refusal: Refusal,
-    ) -> Result<Option<Lease>, RelayError> {
+    ) -> Result<Admission, RelayError> {
         let key_id = ask.key_id;
         let Some(ticket) = self.waiters.join(key_id) else {
             tracing::info!(key_id, "wait queue full; refusing at once");
@@ -93,9 +94,9 @@ impl Limits {
         let waited = tokio::time::timeout(limit, self.wait_for_slot(ask, &ticket)).await;
         let waited_ms = started.elapsed().as_millis() as u64;
         match waited {
-            Ok(Ok(Ok(lease))) => {
+            Ok(Ok(Ok(admission))) => {
                 tracing::info!(key_id, waited_ms, "concurrency slot freed after waiting");
-                Ok(lease)
+                Ok(admission)
             }
             Ok(Ok(Err(refusal))) => Err(RelayError::from_refusal(refusal, Some(wait))),
             Ok(Err(err)) => Err(err),
@@ -112,7 +113,7 @@ impl Limits {
         &self,
         ask: &Ask<'_>,
         ticket: &Ticket,
-    ) -> Result<Result<Option<Lease>, Refusal>, RelayError> {
+    ) -> Result<Result<Admission, Refusal>, RelayError> {
         let _turn = ticket.turn().await;
         loop {
             let freed = ticket.freed();
@@ -129,18 +130,18 @@ impl Limits {
         }
     }
 
-    async fn decide(&self, ask: &Ask<'_>) -> Result<Result<Option<Lease>, Refusal>, RelayError> {
+    async fn decide(&self, ask: &Ask<'_>) -> Result<Result<Admission, Refusal>, RelayError> {
         let decision = admission::decide(&self.store, ask)
             .await
             .map_err(crate::relay::store_error)?;
         Ok(match decision {
-            Decision::Admitted(mut lease) => {
-                if let Some(lease) = &mut lease {
+            Decision::Admitted(mut admission) => {
+                if let Some(lease) = &mut admission.lease {
                     let waiters = Arc::clone(&self.waiters);
                     let key_id = ask.key_id.to_owned();
                     lease.on_release(move || waiters.freed(&key_id));
                 }
-                Ok(lease)
+                Ok(admission)
             }
             Decision::Refused(refusal) => Err(refusal),
         })

@@ -93,13 +93,14 @@ async fn relay_body_request(
         });
     }
     record_first_use(&state, &key).await?;
-    let lease = match service {
+    let admission = match service {
         Service::Messages => {
             let request_id = &log.request_id;
             state.limits.admit(&key, &message.model, request_id).await?
         }
-        Service::CountTokens | Service::Models => None,
+        Service::CountTokens | Service::Models => crate::limits::Admission::free(),
     };
+    let (lease, take_back) = admission.split();
     let bill_to = (service == Service::Messages).then(|| BillTo {
         key_id: key.id.clone(),
         model: message.model.clone(),
@@ -107,7 +108,11 @@ async fn relay_body_request(
     });
     let mut outgoing = Outgoing::new(&state, &parts, bytes, Some(message), bill_to);
     outgoing.hold(lease);
-    forward::forward(&state, &log, &key, outgoing).await
+    let answer = forward::forward(&state, &log, &key, outgoing).await;
+    if let Err(RelayError::StoreUnavailable(_)) = &answer {
+        take_back.run();
+    }
+    answer
 }
 
 /// Refuses a request whose headers are larger than the configured limit,

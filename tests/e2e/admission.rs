@@ -82,3 +82,45 @@ async fn admission_fails_closed_when_redis_is_unreachable() {
     assert!(matches!(err, RelayError::StoreUnavailable(_)), "{err}");
     assert_eq!(err.class().status, 503);
 }
+
+/// A request admitted and then refused with 503 (Redis stopped answering
+/// before an account was picked) is taken back: its count in the window
+/// and its lease, so a 503 uses up nothing.
+#[tokio::test]
+async fn an_admission_taken_back_leaves_the_window_and_the_leases_as_before() {
+    let env = TestEnv::builder()
+        .k1(serde_json::json!({"concurrency_limit": 2,
+                               "rate_limit": {"window_secs": 3600, "requests": 10}}))
+        .start()
+        .await;
+    assert_eq!(env.post_messages(K1, body(false)).await.status, 200);
+    let limits = Limits::new(env.store.clone(), &env.config.limits, UtcOffset::UTC);
+    let key = env.store.key_by_id("key-1").await.unwrap().unwrap();
+    let window_used =
+        |status: serde_json::Value| status["limits"]["rate_limit"]["requests"]["used"].clone();
+    let status = || async {
+        env.send(
+            env.request(reqwest::Method::GET, "/relay/key")
+                .header("x-api-key", K1),
+        )
+        .await
+        .json()
+    };
+
+    let admission = limits.admit(&key, SONNET, "req_taken_back").await.unwrap();
+    let during = window_used(status().await);
+    let (lease, take_back) = admission.split();
+    take_back.run();
+    drop(lease);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while window_used(status().await) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the admission was never taken back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    assert_eq!(during, 2);
+    env.until_no_leases("key-1").await;
+}

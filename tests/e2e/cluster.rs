@@ -145,15 +145,21 @@ async fn limit_and_usage_scripts_are_slot_safe_on_a_three_node_cluster() {
         let second = admission::decide(&store, &ask(id, &limits, "req_2"))
             .await
             .unwrap();
-        let Decision::Admitted(Some(lease)) = first else {
-            panic!("{id}: the first request is admitted with a lease");
+        let Decision::Admitted(admission) = first else {
+            panic!("{id}: the first request is admitted");
         };
+        let (lease, take_back) = admission.split();
+        let lease = lease.unwrap_or_else(|| panic!("{id}: the admission holds a lease"));
         let Decision::Refused(Refusal::Concurrency { in_use: 1, .. }) = second else {
             panic!("{id}: the second request waits for the first");
         };
         drop(lease);
         let set = store.names().leases(&store.names().key_tag(id));
         until_empty(&store, &set).await;
+        // Taking the admission back runs the undo script: on the key's slot.
+        let admitted = store.names().admitted(&store.names().key_tag(id), "req_1");
+        take_back.run();
+        until_gone(&store, &admitted).await;
 
         recorder.record(&case_a(id, &limits)).await.unwrap();
 
@@ -168,8 +174,8 @@ async fn limit_and_usage_scripts_are_slot_safe_on_a_three_node_cluster() {
         assert_eq!(seen.spend_week["sonnet"], 1_093_500);
         let window = seen.window.expect("the window");
         assert_eq!(
-            window.used["requests"], 1,
-            "only the admitted request counts"
+            window.used["requests"], 0,
+            "the admitted request was taken back, the refused one never counted"
         );
         assert_eq!(window.used["tokens"], 4 + 2455 + 23);
         let third = admission::decide(&store, &ask(id, &limits, "req_3"))
@@ -237,6 +243,25 @@ async fn until_empty(store: &Store, set: &str) {
         assert!(
             std::time::Instant::now() < deadline,
             "the lease was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn until_gone(store: &Store, key: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut store.conn())
+            .await
+            .expect("asking the cluster");
+        if !exists {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{key} was never removed"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
