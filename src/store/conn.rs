@@ -46,14 +46,45 @@ impl Conn {
 const LOADING_PATIENCE: Duration = Duration::from_secs(2);
 const LOADING_PAUSE: Duration = Duration::from_millis(100);
 
+/// Commands that change nothing, and so may be sent twice.
+const READS: &[&[u8]] = &[
+    b"GET",
+    b"MGET",
+    b"HGET",
+    b"HMGET",
+    b"HGETALL",
+    b"HEXISTS",
+    b"EXISTS",
+    b"PING",
+    b"PTTL",
+    b"TTL",
+    b"ZRANGE",
+    b"ZRANGEBYSCORE",
+    b"ZSCORE",
+    b"ZCARD",
+    b"SMEMBERS",
+    b"SCARD",
+    b"TYPE",
+];
+
+fn is_read(cmd: &Cmd) -> bool {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => READS.iter().any(|read| read.eq_ignore_ascii_case(name)),
+        _ => false,
+    }
+}
+
 /// Whether to send the command again, on a connection made anew. A
 /// connection found dead (Redis restarted while this instance was idle)
-/// fails the first command sent on it, and the manager reconnects: that
-/// command is worth one more try. A Redis still loading its data refused
-/// the command, which is worth trying until it is ready.
-fn retry_after(err: &RedisError, tries: u32, since: Instant) -> Option<Duration> {
+/// fails the first command sent on it, and the manager reconnects: a read
+/// is worth one more try. Scripts and writes are not: the dead connection
+/// may have carried them to Redis before it died, and running them twice
+/// would count twice (a request refused with 503 takes its admission
+/// back instead). A Redis still loading its data refused the command
+/// unrun, which any command is worth trying again until it is ready.
+fn retry_after(err: &RedisError, read: bool, tries: u32, since: Instant) -> Option<Duration> {
     let dropped = (err.is_connection_dropped() || err.is_connection_refusal()) && !err.is_timeout();
-    if dropped && tries == 1 {
+    if dropped && read && tries == 1 {
         return Some(Duration::ZERO);
     }
     let loading = err.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading);
@@ -61,7 +92,7 @@ fn retry_after(err: &RedisError, tries: u32, since: Instant) -> Option<Duration>
 }
 
 /// Runs `send` until it succeeds or [`retry_after`] says to stop.
-async fn with_retries<T, F>(mut send: impl FnMut() -> F) -> redis::RedisResult<T>
+async fn with_retries<T, F>(read: bool, mut send: impl FnMut() -> F) -> redis::RedisResult<T>
 where
     F: Future<Output = redis::RedisResult<T>>,
 {
@@ -70,7 +101,7 @@ where
     loop {
         tries += 1;
         match send().await {
-            Err(err) => match retry_after(&err, tries, since) {
+            Err(err) => match retry_after(&err, read, tries, since) {
                 Some(pause) => tokio::time::sleep(pause).await,
                 None => return Err(err),
             },
@@ -82,7 +113,7 @@ where
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Single(conn) => Box::pin(with_retries(move || {
+            Conn::Single(conn) => Box::pin(with_retries(is_read(cmd), move || {
                 let mut conn = conn.clone();
                 async move { conn.req_packed_command(cmd).await }
             })),
@@ -97,10 +128,12 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Single(conn) => Box::pin(with_retries(move || {
-                let mut conn = conn.clone();
-                async move { conn.req_packed_commands(pipeline, offset, count).await }
-            })),
+            Conn::Single(conn) => {
+                Box::pin(with_retries(pipeline.cmd_iter().all(is_read), move || {
+                    let mut conn = conn.clone();
+                    async move { conn.req_packed_commands(pipeline, offset, count).await }
+                }))
+            }
             Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -122,22 +155,24 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_connection_is_tried_once_more_and_a_timeout_never() {
+    fn a_read_on_a_dead_connection_is_tried_once_more_and_nothing_else_is() {
         let now = Instant::now();
+        let dead = io(std::io::ErrorKind::BrokenPipe);
+        let refused = io(std::io::ErrorKind::ConnectionRefused);
+        let timed_out = io(std::io::ErrorKind::TimedOut);
 
+        assert_eq!(retry_after(&dead, true, 1, now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&refused, true, 1, now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&dead, true, 2, now), None);
         assert_eq!(
-            retry_after(&io(std::io::ErrorKind::BrokenPipe), 1, now),
-            Some(Duration::ZERO)
+            retry_after(&dead, false, 1, now),
+            None,
+            "scripts and writes: never"
         );
-        assert_eq!(
-            retry_after(&io(std::io::ErrorKind::ConnectionRefused), 1, now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            retry_after(&io(std::io::ErrorKind::BrokenPipe), 2, now),
-            None
-        );
-        assert_eq!(retry_after(&io(std::io::ErrorKind::TimedOut), 1, now), None);
+        assert_eq!(retry_after(&timed_out, true, 1, now), None);
+        assert!(is_read(redis::cmd("HGET").arg("k").arg("f")));
+        assert!(!is_read(redis::cmd("EVALSHA").arg("abc").arg(0)));
+        assert!(!is_read(redis::cmd("HINCRBY").arg("k").arg("f").arg(1)));
     }
 
     #[test]
@@ -147,9 +182,9 @@ mod tests {
         let long_ago = Instant::now() - LOADING_PATIENCE - Duration::from_millis(1);
 
         assert_eq!(
-            retry_after(&loading, 3, Instant::now()),
+            retry_after(&loading, false, 3, Instant::now()),
             Some(LOADING_PAUSE)
         );
-        assert_eq!(retry_after(&loading, 3, long_ago), None);
+        assert_eq!(retry_after(&loading, false, 3, long_ago), None);
     }
 }

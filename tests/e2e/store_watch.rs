@@ -68,8 +68,8 @@ async fn requests_after_a_redis_outage_are_served_without_a_503() {
 }
 
 /// The same restart with a request right after it, before the watch
-/// notices: the request's command fails on the dead connection and is
-/// sent once more on a new one.
+/// notices: the request's first command (a read of its key) fails on the
+/// dead connection and is sent once more on a new one.
 #[tokio::test]
 async fn a_request_right_after_an_unnoticed_redis_restart_is_served() {
     let proxy = FlakyProxy::start(&crate::harness::redis::redis_url()).await;
