@@ -192,32 +192,46 @@ async fn replace_key(State(state): State<AppState>, Id(id): Id, request: Request
         }
     }
     let existing = state.store.key_by_id(&id).await.map_err(store_error)?;
+    let keeps_secret = !entry.contains_key("key") && !entry.contains_key("key_sha256");
     if let Some(old) = &existing
-        && !entry.contains_key("key")
-        && !entry.contains_key("key_sha256")
+        && keeps_secret
     {
         entry.insert("key_sha256".into(), json!(old.key_sha256));
     }
     let seed: SeedKey = serde_json::from_value(Value::Object(entry)).map_err(invalid)?;
     seed.check().map_err(invalid)?;
     check_clients(&state.config, &seed.allowed_clients).map_err(invalid)?;
-    let created_at = existing
-        .as_ref()
-        .and_then(|old| old.created_at)
-        .unwrap_or_else(lifetime::now);
-    let record = seed.record(state.config.secrets.key_pepper.as_ref(), created_at);
-    state.store.put_key(&record).await.map_err(refused)?;
-    if let Some(old) = &existing {
-        state.keys.forget(&old.key_sha256);
+    let pepper = state.config.secrets.key_pepper.as_ref();
+    if existing.is_none() {
+        let record = seed.record(pepper, lifetime::now());
+        state
+            .store
+            .write_key(&record, Put::Create)
+            .await
+            .map_err(refused)?;
+        state.keys.forget(&record.key_sha256);
+        let body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
+        return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
+    // Written over the key as it is then, should it have been rotated in
+    // the meantime: a kept secret is the current one.
+    let mut old_hash = String::new();
+    let record = state
+        .store
+        .update_key(&id, |record| {
+            let mut replaced = seed.record(pepper, record.created_at.unwrap_or_else(lifetime::now));
+            if keeps_secret {
+                replaced.key_sha256.clone_from(&record.key_sha256);
+            }
+            old_hash = std::mem::replace(record, replaced).key_sha256;
+        })
+        .await
+        .map_err(refused)?
+        .ok_or_else(|| not_found("key", id.clone()))?;
+    state.keys.forget(&old_hash);
     state.keys.forget(&record.key_sha256);
     let body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
-    let status = if existing.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, Json(body)).into_response())
+    Ok(Json(body).into_response())
 }
 
 async fn disable_key(State(state): State<AppState>, Id(id): Id) -> Answer {
@@ -231,14 +245,20 @@ async fn enable_key(State(state): State<AppState>, Id(id): Id) -> Answer {
 /// A new secret for the key; the old one stops working at once on this
 /// instance and within the key cache's time on the others.
 async fn rotate_key(State(state): State<AppState>, Id(id): Id) -> Answer {
-    let mut record = existing_key(&state, &id).await?;
-    let old_hash = std::mem::take(&mut record.key_sha256);
     let key = generate_key().map_err(internal)?;
-    record.key_sha256 = hash_key(
+    let new_hash = hash_key(
         key.expose_secret(),
         state.config.secrets.key_pepper.as_ref(),
     );
-    state.store.put_key(&record).await.map_err(refused)?;
+    let mut old_hash = String::new();
+    let record = state
+        .store
+        .update_key(&id, |record| {
+            old_hash = std::mem::replace(&mut record.key_sha256, new_hash.clone());
+        })
+        .await
+        .map_err(refused)?
+        .ok_or_else(|| not_found("key", id.clone()))?;
     state.keys.forget(&old_hash);
     let mut body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
     if let Value::Object(map) = &mut body {
@@ -256,10 +276,15 @@ async fn delete_key(State(state): State<AppState>, Id(id): Id) -> Answer {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn change_key(state: &AppState, id: &str, change: impl FnOnce(&mut KeyRecord)) -> Answer {
-    let mut record = existing_key(state, id).await?;
-    change(&mut record);
-    state.store.put_key(&record).await.map_err(refused)?;
+/// Applies `change` to the key as it is in the store, even when another
+/// change (a rotation, a delete) lands at the same moment.
+async fn change_key(state: &AppState, id: &str, change: impl Fn(&mut KeyRecord)) -> Answer {
+    let record = state
+        .store
+        .update_key(id, change)
+        .await
+        .map_err(refused)?
+        .ok_or_else(|| not_found("key", id.to_owned()))?;
     state.keys.forget(&record.key_sha256);
     let body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
     Ok(Json(body).into_response())

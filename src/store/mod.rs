@@ -41,6 +41,9 @@ pub enum StoreError {
     /// Another key has the same secret: one secret opens one key.
     #[error("another key already has the secret given for key {id}")]
     SecretInUse { id: String },
+    /// An update found the key changed (rotated, deleted) since it was read.
+    #[error("key {id} changed while it was being written")]
+    Changed { id: String },
 }
 
 /// How a record is written: whatever is there replaced, or only when its
@@ -60,6 +63,10 @@ impl Put {
         }
     }
 }
+
+/// How many times a key change is read and written again when another
+/// change got in between.
+const KEY_UPDATE_TRIES: usize = 8;
 
 /// A handle on the relay's Redis data under one prefix. Cheap to clone.
 #[derive(Clone)]
@@ -351,6 +358,41 @@ impl Store {
     /// secret would then open this record instead of that one), and with
     /// [`Put::Create`] when the id exists.
     pub async fn write_key(&self, record: &KeyRecord, write: Put) -> StoreResult<()> {
+        self.put_key_script(record, write.flag(), "").await
+    }
+
+    /// Reads the key, applies `change` and writes it back, unless another
+    /// change (a rotation, a delete, another update) got in between: then
+    /// it reads again and applies `change` to what is there now. `None`
+    /// when there is no such key (any more).
+    pub async fn update_key(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut KeyRecord),
+    ) -> StoreResult<Option<KeyRecord>> {
+        for _ in 0..KEY_UPDATE_TRIES {
+            let hash: Option<String> = self.conn.clone().hget(self.names.keys_by_id(), id).await?;
+            let Some(hash) = hash else { return Ok(None) };
+            let Some(mut record) = self.key_by_hash(&hash).await? else {
+                return Ok(None);
+            };
+            change(&mut record);
+            match self.put_key_script(&record, "update", &hash).await {
+                Err(StoreError::Changed { .. }) => continue,
+                other => return other.map(|()| Some(record)),
+            }
+        }
+        Err(StoreError::Changed { id: id.to_owned() })
+    }
+
+    /// `mode` is `create`, `upsert`, or `update` of the key as it was when
+    /// its hash was `expected`.
+    async fn put_key_script(
+        &self,
+        record: &KeyRecord,
+        mode: &str,
+        expected: &str,
+    ) -> StoreResult<()> {
         let json = encode(record);
         let reply: String = redis::Script::new(PUT_KEY)
             .key(self.names.keys_by_id())
@@ -359,11 +401,15 @@ impl Store {
             .arg(&record.id)
             .arg(&record.key_sha256)
             .arg(json)
-            .arg(write.flag())
+            .arg(mode)
+            .arg(expected)
             .invoke_async(&mut self.conn.clone())
             .await?;
         match reply.as_str() {
             "ok" => Ok(()),
+            "changed" => Err(StoreError::Changed {
+                id: record.id.clone(),
+            }),
             "exists" => Err(StoreError::Exists {
                 kind: "key",
                 id: record.id.clone(),
@@ -412,13 +458,16 @@ impl Store {
     }
 }
 
-/// KEYS: by_id, by_hash, activated. ARGV: id, hash, record, `create` or
-/// `upsert`. A rotated key keeps its first use, so rotating never extends
-/// its life. Answers `ok`, `exists` (a create of an id in use) or
+/// KEYS: by_id, by_hash, activated. ARGV: id, hash, record, `create`,
+/// `upsert` or `update`, and for `update` the hash the key had when it was
+/// read. A rotated key keeps its first use, so rotating never extends its
+/// life. Answers `ok`, `exists` (a create of an id in use), `changed` (an
+/// update of a key rotated or deleted since it was read) or
 /// `secret_in_use` (the hash is another key's).
 const PUT_KEY: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old and ARGV[4] == 'create' then return 'exists' end
+if ARGV[4] == 'update' and old ~= ARGV[5] then return 'changed' end
 if old ~= ARGV[2] and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
   return 'secret_in_use'
 end

@@ -473,3 +473,69 @@ async fn an_admin_body_that_stops_arriving_gets_408_and_a_padded_token_still_ope
     assert_eq!(stalled.error_code(), "request_timeout");
     assert_eq!(listed.status, 200, "{listed:?}");
 }
+
+/// Changes to one key at the same moment never undo each other: a deleted
+/// key stays deleted, a rotation is never lost, a disable holds across a
+/// rotation.
+#[tokio::test]
+async fn concurrent_changes_to_one_key_never_undo_each_other() {
+    let env = with_admin().await;
+    let new_key = |id: String| {
+        let env = &env;
+        async move {
+            let created = admin(
+                env,
+                Method::POST,
+                "/admin/keys",
+                Some(json!({"id": id, "name": "r"})),
+            )
+            .await;
+            assert_eq!(created.status, 201);
+            created.json()["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let gone = |id: String| {
+        let env = &env;
+        async move {
+            admin(env, Method::GET, &format!("/admin/keys/{id}"), None)
+                .await
+                .status
+                == 404
+        }
+    };
+
+    for round in 0..8 {
+        let id = format!("race-del-{round}");
+        new_key(id.clone()).await;
+        let path = format!("/admin/keys/{id}");
+        let rotate_path = format!("{path}/rotate");
+        let (_, _, _) = tokio::join!(
+            admin(&env, Method::DELETE, &path, None),
+            admin(&env, Method::POST, &rotate_path, None),
+            admin(&env, Method::PUT, &path, Some(json!({"name": "renamed"}))),
+        );
+        assert!(gone(id.clone()).await, "{id} came back after its delete");
+
+        let id = format!("race-dis-{round}");
+        let old = new_key(id.clone()).await;
+        let path = format!("/admin/keys/{id}");
+        let (rotate_path, disable_path) = (format!("{path}/rotate"), format!("{path}/disable"));
+        let (rotated, disabled) = tokio::join!(
+            admin(&env, Method::POST, &rotate_path, None),
+            admin(&env, Method::POST, &disable_path, None),
+        );
+        assert_eq!((rotated.status, disabled.status), (200, 200));
+        let new = rotated.json()["key"].as_str().unwrap().to_owned();
+        let shown = admin(&env, Method::GET, &path, None).await.json();
+        assert_eq!(shown["status"], "disabled", "{id}: the disable was lost");
+        assert_eq!(
+            shown["key_sha256"],
+            claude_relay::auth::hash_key(&new, None),
+            "{id}: the rotation was lost"
+        );
+        assert_ne!(
+            shown["key_sha256"],
+            claude_relay::auth::hash_key(&old, None)
+        );
+    }
+}

@@ -176,9 +176,11 @@ async fn set_disabled(
     disabled: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let mut record = existing(store, id).await?;
-    record.disabled = disabled;
-    store.put_key(&record).await.context("storing the key")?;
+    store
+        .update_key(id, |record| record.disabled = disabled)
+        .await
+        .context("storing the key")?
+        .with_context(|| format!("no key with id {id}"))?;
     let done = if disabled { "disabled" } else { "enabled" };
     writeln!(out, "{done} key {id}")?;
     Ok(())
@@ -199,10 +201,13 @@ async fn rotate(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let mut record = existing(store, id).await?;
     let key = generate_key()?;
-    record.key_sha256 = hash_key(key.expose_secret(), pepper);
-    store.put_key(&record).await.context("storing the key")?;
+    let hash = hash_key(key.expose_secret(), pepper);
+    let record = store
+        .update_key(id, |record| record.key_sha256.clone_from(&hash))
+        .await
+        .context("storing the key")?
+        .with_context(|| format!("no key with id {id}"))?;
     view::issued("rotated", &record, &key, json, out)
 }
 
