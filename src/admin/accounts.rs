@@ -211,6 +211,9 @@ fn parse_map(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 /// (which the path would land behind) or with a user and password (sent
 /// in the clear as Basic auth, and stored unsealed) is refused.
 fn check_base_url(base_url: &str) -> anyhow::Result<()> {
+    if base_url.trim() != base_url {
+        bail!("base_url {base_url:?} has spaces around it");
+    }
     let Ok(url) = reqwest::Url::parse(base_url) else {
         bail!("base_url {base_url:?} is not a URL");
     };

@@ -401,6 +401,7 @@ mod tests {
             ("http://127.0.0.1:9/#frag", "query or fragment"),
             ("file:///etc", "http(s)"),
             ("127.0.0.1:9", "URL"),
+            ("http://127.0.0.1:9 ", "spaces"),
         ] {
             let seed = serde_json::json!({"accounts": [{"id": "a", "name": "A",
                 "base_url": base_url, "credential": "sk"}]});

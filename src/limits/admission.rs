@@ -190,8 +190,9 @@ impl Admission {
 
 /// Takes back what an admission took (its count in the rate window, its
 /// lease), once, off the caller's path: for a request the relay refused
-/// after admitting it, because Redis stopped answering before an account
-/// could be picked. A request refused with 503 uses up nothing.
+/// after admitting it, with nothing from an upstream (Redis stopped
+/// answering before an account was picked, or no account could serve). A
+/// request refused with 503 uses up nothing.
 pub struct TakeBack(Option<Taken>);
 
 impl TakeBack {

@@ -109,7 +109,16 @@ async fn relay_body_request(
     let mut outgoing = Outgoing::new(&state, &parts, bytes, Some(message), bill_to);
     outgoing.hold(lease);
     let answer = forward::forward(&state, &log, &key, outgoing).await;
-    if let Err(RelayError::StoreUnavailable(_)) = &answer {
+    // Refused by the relay with nothing from an upstream: the request used
+    // up nothing of the key's limits.
+    if let Err(
+        RelayError::StoreUnavailable(_)
+        | RelayError::NoUpstream {
+            upstream_status: None,
+            ..
+        },
+    ) = &answer
+    {
         take_back.run();
     }
     answer

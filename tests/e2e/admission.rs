@@ -124,3 +124,38 @@ async fn an_admission_taken_back_leaves_the_window_and_the_leases_as_before() {
     assert_eq!(during, 2);
     env.until_no_leases("key-1").await;
 }
+
+/// With no account able to serve, every request gets 503 and none of them
+/// uses up the key's window.
+#[tokio::test]
+async fn requests_refused_for_want_of_an_account_use_up_no_window() {
+    let env = TestEnv::builder()
+        .accounts(Vec::new())
+        .k1(serde_json::json!({"rate_limit": {"window_secs": 3600, "requests": 2}}))
+        .start()
+        .await;
+    let window_used = || async {
+        env.send(
+            env.request(reqwest::Method::GET, "/relay/key")
+                .header("x-api-key", K1),
+        )
+        .await
+        .json()["limits"]["rate_limit"]["requests"]["used"]
+            .as_u64()
+    };
+
+    // Past the window's 2 requests: without taking back, the third would
+    // be refused for the window, not for the accounts.
+    for _ in 0..4 {
+        let refused = env.post_messages(K1, body(false)).await;
+        assert_eq!(refused.error_code(), "no_upstream_available");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while window_used().await.unwrap_or(0) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the refused request used up the window"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
