@@ -179,22 +179,30 @@ pub type UpstreamStream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<By
 impl HeldBody {
     /// The body for the client as the upstream sent it: the head, then the
     /// rest as it comes (never billed: only failed answers are held). A
-    /// body the upstream cut is cut for the client too, never passed off
-    /// as complete.
-    pub fn into_body(self, idle: Duration, meter: Meter, stopping: Stopping) -> Body {
-        let head = self.head;
+    /// body the upstream cut (or left silent for `idle`) is cut for the
+    /// client too, never passed off as complete, nor patched up with an
+    /// event of the relay's.
+    pub fn into_body(self, idle: Duration) -> Body {
+        let cut = || {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the upstream cut its answer",
+            )
+        };
         match self.tail {
-            Tail::Complete => Body::from(head),
+            Tail::Complete => Body::from(self.head),
+            Tail::Cut => Body::from_stream(futures::stream::iter([Ok(self.head), Err(cut())])),
             Tail::More(rest) => {
-                let head = futures::stream::once(std::future::ready(Ok(head)));
-                relay(head.chain(rest), idle, meter, stopping)
-            }
-            Tail::Cut => {
-                let cut = std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the upstream cut its answer",
-                );
-                Body::from_stream(futures::stream::iter([Ok(head), Err(cut)]))
+                let rest = futures::stream::unfold(Some(rest), move |rest| async move {
+                    let mut rest = rest?;
+                    match tokio::time::timeout(idle, rest.next()).await {
+                        Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(rest))),
+                        Ok(None) => None,
+                        Ok(Some(Err(_))) | Err(_) => Some((Err(cut()), None)),
+                    }
+                });
+                let head = futures::stream::once(std::future::ready(Ok(self.head)));
+                Body::from_stream(head.chain(rest))
             }
         }
     }

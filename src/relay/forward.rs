@@ -184,7 +184,7 @@ pub async fn forward(
             }
         }
     }
-    give_up(last, plan.retry_after(), state, log)
+    give_up(last, plan.retry_after(), state)
 }
 
 async fn attempt(
@@ -291,31 +291,12 @@ fn respond(
             status,
             headers,
             body,
-        } => buffered(status, headers, body, state, log),
+        } => buffered(status, headers, body, state),
     }
 }
 
-fn buffered(
-    status: StatusCode,
-    headers: HeaderMap,
-    body: HeldBody,
-    state: &AppState,
-    log: &Arc<RequestLog>,
-) -> Response {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    let meter = Meter::new(
-        UsageTap::for_content_type(content_type),
-        None,
-        Arc::clone(log),
-    );
-    let body = body.into_body(
-        state.config.upstream.idle_timeout,
-        meter,
-        state.stopping.clone(),
-    );
-    let mut response = Response::new(body);
+fn buffered(status: StatusCode, headers: HeaderMap, body: HeldBody, state: &AppState) -> Response {
+    let mut response = Response::new(body.into_body(state.config.upstream.idle_timeout));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
@@ -329,7 +310,6 @@ fn give_up(
     last: Option<Failure>,
     retry_after: Option<Duration>,
     state: &AppState,
-    log: &Arc<RequestLog>,
 ) -> Result<Response, RelayError> {
     match last {
         None => Err(RelayError::NoUpstream {
@@ -352,7 +332,7 @@ fn give_up(
             if let Some(after) = retry_after {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(after)));
             }
-            Ok(buffered(status, headers, body, state, log))
+            Ok(buffered(status, headers, body, state))
         }
     }
 }

@@ -259,3 +259,29 @@ async fn an_error_answer_the_upstream_cut_is_cut_for_the_client_too() {
     assert_eq!(response.status(), 400);
     assert!(response.bytes().await.is_err(), "a cut body read as whole");
 }
+
+/// The same for a streamed error answer cut past the judged head: the
+/// client's read fails; the relay adds no event of its own to make it
+/// look finished.
+#[tokio::test]
+async fn a_long_streamed_error_answer_the_upstream_cut_is_cut_for_the_client_too() {
+    let env = TestEnv::start().await;
+    let long = "x".repeat(2 * 1024 * 1024);
+    let event = format!(
+        "event: error\ndata: {}\n\n",
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": long}})
+    );
+    env.mock.push_answers(
+        "sk-up-A",
+        vec![
+            Answer::sse(vec![mock_upstream::Chunk::text(&event)])
+                .with_status(400)
+                .cut_after_bytes(1_500_000),
+        ],
+    );
+
+    let response = env.messages(K1, body(true)).send().await.unwrap();
+
+    assert_eq!(response.status(), 400);
+    assert!(response.bytes().await.is_err(), "a cut body read as whole");
+}
