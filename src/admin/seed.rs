@@ -164,11 +164,20 @@ impl SeedFile {
             }
             account.check()?;
         }
+        // One secret opens one key: caught here, before anything is written.
+        let mut secrets = std::collections::HashMap::new();
         for key in &self.keys {
             if !ids.insert(("key", key.id.as_str())) {
                 bail!("key id {} appears twice", key.id);
             }
             key.check()?;
+            let secret = key.key.as_deref().or(key.key_sha256.as_deref());
+            if let Some(other) = secret.and_then(|secret| secrets.insert(secret, &key.id)) {
+                bail!(
+                    "keys {other} and {} have the same secret; give each its own",
+                    key.id
+                );
+            }
         }
         Ok(())
     }
@@ -426,6 +435,20 @@ mod tests {
             let err = SeedFile::parse(&seed.to_string(), &env).unwrap_err();
             assert!(format!("{err:#}").contains(says), "{credential:?}: {err:#}");
         }
+    }
+
+    #[test]
+    fn two_keys_with_one_secret_are_refused_before_anything_is_written() {
+        let err = SeedFile::parse(
+            r#"{"keys":[{"id":"a","name":"A","key":"cr_same"},{"id":"b","name":"B","key":"cr_same"}]}"#,
+            &env,
+        )
+        .unwrap_err();
+
+        assert!(
+            format!("{err:#}").contains("keys a and b have the same secret"),
+            "{err:#}"
+        );
     }
 
     #[test]
