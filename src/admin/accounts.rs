@@ -15,7 +15,7 @@ use crate::config::{Config, Secrets};
 use crate::limits::seed::Usd;
 use crate::store::cipher::CredentialCipher;
 use crate::store::records::{AccountKind, StoredCredential};
-use crate::store::{AccountRecord, AuthScheme, Store};
+use crate::store::{AccountRecord, AuthScheme, Put, Store};
 
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
@@ -261,7 +261,8 @@ async fn update(
         .await?
         .with_context(|| format!("no account {id}"))?;
     change(&mut record);
-    store.put_account(&record).await?;
+    // Only over the record as it is there: one removed meanwhile stays so.
+    store.write_account(&record, Put::Existing).await?;
     Ok(())
 }
 

@@ -331,32 +331,32 @@ async fn add_account(State(state): State<AppState>, request: Request) -> Answer 
 }
 
 async fn disable_account(State(state): State<AppState>, Id(id): Id) -> Answer {
-    let mut record = existing_account(&state, &id).await?;
-    record.schedulable = false;
-    state
-        .store
-        .put_account(&record)
-        .await
-        .map_err(store_error)?;
+    set_schedulable(&state, &id, false).await?;
     show_account(State(state), Id(id)).await
 }
 
 /// Back into the pool, with any status the relay set and any cooldown
 /// cleared, as `accounts enable` does.
 async fn enable_account(State(state): State<AppState>, Id(id): Id) -> Answer {
-    let mut record = existing_account(&state, &id).await?;
-    record.schedulable = true;
-    state
-        .store
-        .put_account(&record)
-        .await
-        .map_err(store_error)?;
+    set_schedulable(&state, &id, true).await?;
     state
         .store
         .clear_account_health(&id)
         .await
         .map_err(store_error)?;
     show_account(State(state), Id(id)).await
+}
+
+/// Written only over the account as it is there: one removed meanwhile
+/// stays removed.
+async fn set_schedulable(state: &AppState, id: &str, schedulable: bool) -> Result<(), RelayError> {
+    let mut record = existing_account(state, id).await?;
+    record.schedulable = schedulable;
+    state
+        .store
+        .write_account(&record, Put::Existing)
+        .await
+        .map_err(refused)
 }
 
 async fn remove_account(State(state): State<AppState>, Id(id): Id) -> Answer {
@@ -501,6 +501,7 @@ fn refused(err: StoreError) -> RelayError {
     match err {
         StoreError::Exists { kind, id } => RelayError::RecordExists { kind, id },
         StoreError::SecretInUse { id } => RelayError::SecretInUse { id },
+        StoreError::Gone { kind, id } => RelayError::RecordNotFound { kind, id },
         other => store_error(other),
     }
 }

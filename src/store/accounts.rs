@@ -51,13 +51,17 @@ impl Store {
             .arg(write.flag())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        if written == 0 {
-            return Err(StoreError::Exists {
+        match (written, write) {
+            (1, _) => Ok(()),
+            (_, Put::Existing) => Err(StoreError::Gone {
                 kind: "account",
                 id: record.id.clone(),
-            });
+            }),
+            _ => Err(StoreError::Exists {
+                kind: "account",
+                id: record.id.clone(),
+            }),
         }
-        Ok(())
     }
 
     pub async fn account(&self, id: &str) -> StoreResult<Option<AccountRecord>> {
@@ -255,10 +259,14 @@ fn fresh_version() -> String {
     format!("{nanos:x}-{:x}-{count:x}", std::process::id())
 }
 
-/// KEYS: records, version. ARGV: id, record, new version, `create` or
-/// `upsert`. Returns 1 when written, 0 when a create found the id.
+/// KEYS: records, version. ARGV: id, record, new version, `create`,
+/// `upsert` or `existing`. Returns 1 when written, 0 when a create found
+/// the id or a write over an existing record found none.
 const PUT_ACCOUNT: &str = r"
-if ARGV[4] == 'create' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+local exists = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
+if (ARGV[4] == 'create' and exists) or (ARGV[4] == 'existing' and not exists) then
+  return 0
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3])
 return 1

@@ -41,6 +41,9 @@ pub enum StoreError {
     /// Another key has the same secret: one secret opens one key.
     #[error("another key already has the secret given for key {id}")]
     SecretInUse { id: String },
+    /// A write over an existing record found it removed meanwhile.
+    #[error("no {kind} with id {id} any more")]
+    Gone { kind: &'static str, id: String },
     /// An update found the key changed (rotated, deleted) since it was read.
     #[error("key {id} changed while it was being written")]
     Changed { id: String },
@@ -53,6 +56,9 @@ pub enum StoreError {
 pub enum Put {
     Upsert,
     Create,
+    /// Only over a record that is there: a change never brings back a
+    /// record removed meanwhile.
+    Existing,
 }
 
 impl Put {
@@ -60,6 +66,7 @@ impl Put {
         match self {
             Put::Upsert => "upsert",
             Put::Create => "create",
+            Put::Existing => "existing",
         }
     }
 }

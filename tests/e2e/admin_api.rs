@@ -539,3 +539,32 @@ async fn concurrent_changes_to_one_key_never_undo_each_other() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_account_removed_while_it_is_disabled_stays_removed() {
+    let env = with_admin().await;
+
+    for round in 0..8 {
+        let id = format!("acct-race-{round}");
+        let added = admin(
+            &env,
+            Method::POST,
+            "/admin/accounts",
+            Some(json!({"id": id, "name": "r", "base_url": env.mock.url(),
+                        "credential": "sk-up-A"})),
+        )
+        .await;
+        assert_eq!(added.status, 201);
+        let path = format!("/admin/accounts/{id}");
+        let disable_path = format!("{path}/disable");
+
+        let (removed, _) = tokio::join!(
+            admin(&env, Method::DELETE, &path, None),
+            admin(&env, Method::POST, &disable_path, None),
+        );
+
+        assert_eq!(removed.status, 204);
+        let shown = admin(&env, Method::GET, &path, None).await;
+        assert_eq!(shown.status, 404, "{id} came back after its removal");
+    }
+}
