@@ -126,7 +126,7 @@ async fn list_keys(State(state): State<AppState>) -> Answer {
 
 async fn show_key(State(state): State<AppState>, Id(id): Id) -> Answer {
     let key = existing_key(&state, &id).await?;
-    let mut body = view::to_json(&key, OffsetDateTime::now_utc()).map_err(internal)?;
+    let mut body = key_body(&key, None)?;
     let limits = status::read(&state.store, &key, state.config.usage_utc_offset)
         .await
         .map_err(store_error)?;
@@ -155,22 +155,8 @@ async fn create_key(State(state): State<AppState>, request: Request) -> Answer {
         entry.insert("key".into(), json!(key.expose_secret()));
         Some(key)
     };
-    let seed: SeedKey = serde_json::from_value(Value::Object(entry)).map_err(invalid)?;
-    seed.check().map_err(invalid)?;
-    check_clients(&state.config, &seed.allowed_clients).map_err(invalid)?;
-    let pepper = state.config.secrets.key_pepper.as_ref();
-    let record = seed.record(pepper, lifetime::now());
-    state
-        .store
-        .write_key(&record, Put::Create)
-        .await
-        .map_err(refused)?;
-    state.keys.forget(&record.key_sha256);
-    let mut body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
-    if let (Some(key), Value::Object(map)) = (issued, &mut body) {
-        map.insert("key".into(), json!(key.expose_secret()));
-    }
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let seed = key_entry(&state, entry)?;
+    insert_key(&state, &seed, issued.as_ref()).await
 }
 
 /// Replaces the key's settings with a key entry of the seed file, as
@@ -198,21 +184,11 @@ async fn replace_key(State(state): State<AppState>, Id(id): Id, request: Request
     {
         entry.insert("key_sha256".into(), json!(old.key_sha256));
     }
-    let seed: SeedKey = serde_json::from_value(Value::Object(entry)).map_err(invalid)?;
-    seed.check().map_err(invalid)?;
-    check_clients(&state.config, &seed.allowed_clients).map_err(invalid)?;
-    let pepper = state.config.secrets.key_pepper.as_ref();
+    let seed = key_entry(&state, entry)?;
     if existing.is_none() {
-        let record = seed.record(pepper, lifetime::now());
-        state
-            .store
-            .write_key(&record, Put::Create)
-            .await
-            .map_err(refused)?;
-        state.keys.forget(&record.key_sha256);
-        let body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
-        return Ok((StatusCode::CREATED, Json(body)).into_response());
+        return insert_key(&state, &seed, None).await;
     }
+    let pepper = state.config.secrets.key_pepper.as_ref();
     // Written over the key as it is then, should it have been rotated in
     // the meantime: a kept secret is the current one.
     let mut old_hash = String::new();
@@ -230,8 +206,7 @@ async fn replace_key(State(state): State<AppState>, Id(id): Id, request: Request
         .ok_or_else(|| not_found("key", id.clone()))?;
     state.keys.forget(&old_hash);
     state.keys.forget(&record.key_sha256);
-    let body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
-    Ok(Json(body).into_response())
+    Ok(Json(key_body(&record, None)?).into_response())
 }
 
 async fn disable_key(State(state): State<AppState>, Id(id): Id) -> Answer {
@@ -260,19 +235,14 @@ async fn rotate_key(State(state): State<AppState>, Id(id): Id) -> Answer {
         .map_err(refused)?
         .ok_or_else(|| not_found("key", id.clone()))?;
     state.keys.forget(&old_hash);
-    let mut body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
-    if let Value::Object(map) = &mut body {
-        map.insert("key".into(), json!(key.expose_secret()));
-    }
-    Ok(Json(body).into_response())
+    Ok(Json(key_body(&record, Some(&key))?).into_response())
 }
 
 async fn delete_key(State(state): State<AppState>, Id(id): Id) -> Answer {
-    let record = existing_key(&state, &id).await?;
-    if !state.store.delete_key(&id).await.map_err(store_error)? {
+    let Some(hash) = state.store.delete_key(&id).await.map_err(store_error)? else {
         return Err(not_found("key", id));
-    }
-    state.keys.forget(&record.key_sha256);
+    };
+    state.keys.forget(&hash);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -286,8 +256,43 @@ async fn change_key(state: &AppState, id: &str, change: impl Fn(&mut KeyRecord))
         .map_err(refused)?
         .ok_or_else(|| not_found("key", id.to_owned()))?;
     state.keys.forget(&record.key_sha256);
-    let body = view::to_json(&record, OffsetDateTime::now_utc()).map_err(internal)?;
-    Ok(Json(body).into_response())
+    Ok(Json(key_body(&record, None)?).into_response())
+}
+
+/// A key entry of the seed file, checked as seeding checks it, with client
+/// kinds this relay knows.
+fn key_entry(
+    state: &AppState,
+    entry: serde_json::Map<String, Value>,
+) -> Result<SeedKey, RelayError> {
+    let seed: SeedKey = serde_json::from_value(Value::Object(entry)).map_err(invalid)?;
+    seed.check().map_err(invalid)?;
+    check_clients(&state.config, &seed.allowed_clients).map_err(invalid)?;
+    Ok(seed)
+}
+
+/// Writes a new key (refused when its id exists) and answers 201, with
+/// the key itself when the relay generated it.
+async fn insert_key(state: &AppState, seed: &SeedKey, issued: Option<&SecretString>) -> Answer {
+    let pepper = state.config.secrets.key_pepper.as_ref();
+    let record = seed.record(pepper, lifetime::now());
+    state
+        .store
+        .write_key(&record, Put::Create)
+        .await
+        .map_err(refused)?;
+    state.keys.forget(&record.key_sha256);
+    Ok((StatusCode::CREATED, Json(key_body(&record, issued)?)).into_response())
+}
+
+/// A key as the admin API shows it; `issued`, the key itself, only in the
+/// answer that created or rotated it.
+fn key_body(record: &KeyRecord, issued: Option<&SecretString>) -> Result<Value, RelayError> {
+    let mut body = view::to_json(record, OffsetDateTime::now_utc()).map_err(internal)?;
+    if let (Some(key), Value::Object(map)) = (issued, &mut body) {
+        map.insert("key".into(), json!(key.expose_secret()));
+    }
+    Ok(body)
 }
 
 async fn existing_key(state: &AppState, id: &str) -> Result<KeyRecord, RelayError> {

@@ -431,15 +431,15 @@ impl Store {
         }
     }
 
-    pub async fn delete_key(&self, id: &str) -> StoreResult<bool> {
-        let removed: i64 = redis::Script::new(DELETE_KEY)
+    /// Removes the key; the hash it had, `None` when there was no such key.
+    pub async fn delete_key(&self, id: &str) -> StoreResult<Option<String>> {
+        Ok(redis::Script::new(DELETE_KEY)
             .key(self.names.keys_by_id())
             .key(self.names.keys_by_hash())
             .key(self.names.keys_activated())
             .arg(id)
             .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(removed > 0)
+            .await?)
     }
 
     /// Every key with its first use, sorted by id.
@@ -491,14 +491,15 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 'ok'
 ";
 
-/// KEYS: by_id, by_hash, activated. ARGV: id.
+/// KEYS: by_id, by_hash, activated. ARGV: id. Returns the removed hash, or
+/// nil when there was no such key.
 const DELETE_KEY: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if not old then return 0 end
+if not old then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], old)
 redis.call('HDEL', KEYS[3], old)
-return 1
+return old
 ";
 
 pub(crate) fn encode<T: serde::Serialize>(record: &T) -> String {

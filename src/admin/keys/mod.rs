@@ -187,7 +187,12 @@ async fn set_disabled(
 }
 
 async fn delete(store: &Store, id: &str, out: &mut dyn Write) -> anyhow::Result<()> {
-    if !store.delete_key(id).await.context("deleting the key")? {
+    if store
+        .delete_key(id)
+        .await
+        .context("deleting the key")?
+        .is_none()
+    {
         bail!("no key with id {id}");
     }
     writeln!(out, "deleted key {id}")?;
