@@ -195,25 +195,8 @@ async fn a_stream_longer_than_the_lease_ttl_keeps_its_lease() {
         .config(move |config| config.limits.lease_ttl = ttl)
         .start()
         .await;
-    let deltas: Vec<String> = (0..6).map(|i| format!("w{i} ")).collect();
-    env.mock.push_answers(
-        "sk-up-A",
-        vec![Answer::sse_standard(SseStandard {
-            deltas,
-            delta_pause_ms: 600,
-            ..SseStandard::default()
-        })],
-    );
-    let started = Instant::now();
-    let answer = env.messages(KC, body(true)).send().await.expect("sending");
-    let mut stream = answer.bytes_stream();
-    let mut seen = String::new();
-    while seen.matches("event: content_block_delta").count() < 5 {
-        let chunk = stream.next().await.expect("more events").expect("a chunk");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let (mut stream, held_for) = env.long_stream(KC).await;
 
-    let held_for = started.elapsed();
     let leases = env.leases("key-c").await;
     let second = env.post_messages(KC, body(false)).await;
 

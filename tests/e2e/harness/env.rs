@@ -347,6 +347,43 @@ impl TestEnv {
         self.send(self.messages(key, body)).await
     }
 
+    /// Starts a stream through account A that takes six deltas 600 ms apart,
+    /// and reads it until five have arrived: the stream, still running, and
+    /// how long it has run.
+    pub async fn long_stream(
+        &self,
+        key: &str,
+    ) -> (
+        impl futures::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+        std::time::Duration,
+    ) {
+        use futures::StreamExt;
+        let deltas: Vec<String> = (0..6).map(|i| format!("w{i} ")).collect();
+        self.mock.push_answers(
+            "sk-up-A",
+            vec![mock_upstream::Answer::sse_standard(
+                mock_upstream::SseStandard {
+                    deltas,
+                    delta_pause_ms: 600,
+                    ..mock_upstream::SseStandard::default()
+                },
+            )],
+        );
+        let started = std::time::Instant::now();
+        let answer = self
+            .messages(key, super::body(true))
+            .send()
+            .await
+            .expect("sending");
+        let mut stream = answer.bytes_stream();
+        let mut seen = String::new();
+        while seen.matches("event: content_block_delta").count() < 5 {
+            let chunk = stream.next().await.expect("more events").expect("a chunk");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        (stream, started.elapsed())
+    }
+
     /// All-time counters of `subject`.
     pub async fn total(&self, subject: Subject<'_>) -> Counters {
         self.recorder
