@@ -104,6 +104,18 @@ fn limits() -> KeyLimits {
     }
 }
 
+/// The cluster's nodes, and a store and recorder on it under a prefix of
+/// this test's own.
+async fn on_the_cluster() -> (Vec<String>, Store, Recorder) {
+    let nodes = cluster::nodes();
+    let conn = Conn::cluster(&nodes)
+        .await
+        .expect("connecting to the cluster");
+    let store = Store::from_conn(conn, &crate::harness::fresh_prefix());
+    let recorder = Recorder::new(store.clone(), UtcOffset::UTC);
+    (nodes, store, recorder)
+}
+
 fn ask<'a>(id: &'a str, limits: &'a KeyLimits, request_id: &'a str) -> Ask<'a> {
     Ask {
         key_id: id,
@@ -117,13 +129,7 @@ fn ask<'a>(id: &'a str, limits: &'a KeyLimits, request_id: &'a str) -> Ask<'a> {
 
 #[tokio::test]
 async fn limit_and_usage_scripts_are_slot_safe_on_a_three_node_cluster() {
-    let nodes = cluster::nodes();
-    let conn = Conn::cluster(&nodes)
-        .await
-        .expect("connecting to the cluster");
-    let prefix = format!("t-{}:", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = Store::from_conn(conn, &prefix);
-    let recorder = Recorder::new(store.clone(), UtcOffset::UTC);
+    let (nodes, store, recorder) = on_the_cluster().await;
     let limits = limits();
 
     let ids = keys_on_every_node(&store, &nodes[0]).await;
@@ -272,13 +278,7 @@ async fn until_gone(store: &Store, key: &str) {
 /// also touches the account's own tag: both run on the cluster.
 #[tokio::test]
 async fn account_leases_and_quotas_are_slot_safe_on_a_three_node_cluster() {
-    let nodes = cluster::nodes();
-    let conn = Conn::cluster(&nodes)
-        .await
-        .expect("connecting to the cluster");
-    let prefix = format!("t-{}:", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = Store::from_conn(conn, &prefix);
-    let recorder = Recorder::new(store.clone(), UtcOffset::UTC);
+    let (nodes, store, recorder) = on_the_cluster().await;
     let names = store.names();
     let own_slot = slot_of(&nodes[0], &names.account_tag("acct-q")).await;
     let pick_slot = slot_of(&nodes[0], &names.accounts_version()).await;

@@ -162,7 +162,7 @@ impl Builder {
     pub async fn start(self) -> TestEnv {
         super::init_test_log();
         let redis_url = super::redis::redis_url();
-        let prefix = format!("t-{}:", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let prefix = super::fresh_prefix();
 
         let mut mock_config = MockConfig::default();
         for (credential, profile) in self.profiles {

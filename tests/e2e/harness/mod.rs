@@ -20,6 +20,11 @@ pub const K3: &str = "cr_3333333333333333333333333333333333333333333333333333333
 
 pub const SONNET: &str = "claude-sonnet-4-5-20250929";
 
+/// A key prefix of its own for one test, so tests share Redis but no keys.
+pub fn fresh_prefix() -> String {
+    format!("t-{}:", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
 /// The standard request body of the cases.
 pub fn body(stream: bool) -> String {
     format!(
