@@ -83,6 +83,18 @@ pub async fn serve(mut command: Command) -> (Running, String) {
     (relay, base)
 }
 
+/// A streamed Messages request with K1 to a relay started from the binary.
+pub async fn post_stream(base: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", K1)
+        .header("content-type", "application/json")
+        .body(body(true))
+        .send()
+        .await
+        .expect("sending to the relay binary")
+}
+
 fn seed_file(mock_url: &str) -> tempfile_path::TempSeed {
     tempfile_path::TempSeed::new(&format!(
         r#"{{"accounts":[{{"id":"acct-a","name":"A","kind":"console","base_url":"{mock_url}",
@@ -180,14 +192,7 @@ async fn shipped_binary_serves_a_streamed_request_end_to_end() {
 
     let (relay, base) = serve(relay_command(&redis_url, &prefix)).await;
 
-    let response = reqwest::Client::new()
-        .post(format!("{base}/v1/messages"))
-        .header("x-api-key", K1)
-        .header("content-type", "application/json")
-        .body(body(true))
-        .send()
-        .await
-        .unwrap();
+    let response = post_stream(&base).await;
 
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
@@ -302,14 +307,7 @@ async fn sigterm_lets_the_running_stream_finish_then_exits() {
     let (relay, base) = serve(relay_command(&redis_url, &prefix)).await;
     let pid = relay.pid();
 
-    let response = reqwest::Client::new()
-        .post(format!("{base}/v1/messages"))
-        .header("x-api-key", K1)
-        .header("content-type", "application/json")
-        .body(body(true))
-        .send()
-        .await
-        .unwrap();
+    let response = post_stream(&base).await;
     let mut stream = response.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     let killed = Command::new("kill")

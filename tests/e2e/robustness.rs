@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::binaries::{relay_command, serve};
+use crate::binaries::{post_stream, relay_command, serve};
 use crate::harness::proxy::FlakyProxy;
 use crate::harness::{Answer, K1, TestEnv, body, snapshot};
 
@@ -203,17 +203,9 @@ async fn streams_outliving_the_shutdown_grace_are_ended_counted_and_released() {
         .env("RELAY_SHUTDOWN_GRACE_SECS", "1");
     let (relay, base) = serve(command).await;
     let pid = relay.pid();
-    let client = reqwest::Client::new();
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let response = client
-            .post(format!("{base}/v1/messages"))
-            .header("x-api-key", K1)
-            .header("content-type", "application/json")
-            .body(body(true))
-            .send()
-            .await
-            .unwrap();
+        let response = post_stream(&base).await;
         let mut stream = response.bytes_stream();
         stream.next().await.unwrap().unwrap();
         streams.push(stream);
