@@ -175,7 +175,7 @@ fn read_credential(path: &Path) -> anyhow::Result<SecretString> {
             .with_context(|| format!("reading the credential from {}", path.display()))?;
     }
     let credential = text.trim_end_matches(['\n', '\r']);
-    check_credential(credential)?;
+    super::check_header_secret("credential", credential)?;
     Ok(SecretString::from(credential.to_owned()))
 }
 
@@ -225,26 +225,6 @@ fn check_base_url(base_url: &str) -> anyhow::Result<()> {
     }
     if url.query().is_some() || url.fragment().is_some() {
         bail!("base_url {base_url:?} must not have a query or fragment: paths are appended to it");
-    }
-    Ok(())
-}
-
-/// A credential travels in a header: it must be visible ASCII, without
-/// spaces or line breaks, or every request through the account would fail.
-pub fn check_credential(credential: &str) -> anyhow::Result<()> {
-    if credential.is_empty() {
-        bail!("the credential is empty");
-    }
-    if let Some(bad) = credential.chars().find(|c| !c.is_ascii_graphic()) {
-        bail!(
-            "the credential holds {}, which cannot be sent in a header; it must be visible \
-             ASCII without spaces or line breaks",
-            match bad {
-                '\n' | '\r' => "a line break".to_owned(),
-                ' ' | '\t' => "a space".to_owned(),
-                other => format!("the character {other:?}"),
-            }
-        );
     }
     Ok(())
 }

@@ -223,7 +223,7 @@ impl std::fmt::Debug for SeedAccount {
 impl SeedAccount {
     pub fn check(&self) -> anyhow::Result<()> {
         super::accounts::check_fields(&self.id, &self.base_url, self.group.as_deref())
-            .and_then(|()| super::accounts::check_credential(&self.credential))
+            .and_then(|()| super::check_header_secret("credential", &self.credential))
             .with_context(|| format!("account {}", self.id))
     }
 
@@ -255,13 +255,8 @@ impl SeedKey {
     pub fn check(&self) -> anyhow::Result<()> {
         crate::store::check_id(&self.id).map_err(|err| anyhow::anyhow!("key: {err}"))?;
         match (&self.key, &self.key_sha256) {
-            (Some(key), None) if key.is_empty() || !key.chars().all(|c| c.is_ascii_graphic()) => {
-                bail!(
-                    "key {}: `key` must be visible ASCII without spaces, as clients send it",
-                    self.id
-                )
-            }
-            (Some(_), None) => {}
+            (Some(key), None) => super::check_header_secret("key", key)
+                .with_context(|| format!("key {}", self.id))?,
             (None, Some(hash)) if is_sha256_hex(hash) => {}
             (None, Some(_)) => bail!(
                 "key {}: key_sha256 must be 64 lowercase hex characters",
