@@ -197,8 +197,8 @@ pub struct TakeBack(Option<Taken>);
 
 impl TakeBack {
     pub fn run(self) {
-        if let (Some(taken), Ok(runtime)) = (self.0, tokio::runtime::Handle::try_current()) {
-            lease::spawn_release(&runtime, taken.undo());
+        if let Some(taken) = self.0 {
+            taken.spawn_undo();
         }
     }
 }
@@ -324,18 +324,23 @@ impl Undo {
 
 impl Drop for Undo {
     fn drop(&mut self) {
-        let Some(taken) = self.0.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(request_id = %taken.member, "no runtime to undo an admission");
-            return;
-        };
-        lease::spawn_release(&runtime, taken.undo());
+        if let Some(taken) = self.0.take() {
+            taken.spawn_undo();
+        }
     }
 }
 
 impl Taken {
+    /// Runs [`Taken::undo`] off the caller's path, counted with the lease
+    /// releases a stopping relay waits for.
+    fn spawn_undo(self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(request_id = %self.member, "no runtime to undo an admission");
+            return;
+        };
+        lease::spawn_release(&runtime, self.undo());
+    }
+
     async fn undo(mut self) {
         let started = Instant::now();
         let mut wait = UNDO_RETRY_FIRST;
