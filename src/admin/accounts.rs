@@ -15,7 +15,7 @@ use crate::config::{Config, Secrets};
 use crate::limits::seed::Usd;
 use crate::store::cipher::CredentialCipher;
 use crate::store::records::{AccountKind, StoredCredential};
-use crate::store::{AccountRecord, AuthScheme, Put, Store};
+use crate::store::{AccountRecord, AuthScheme, Store};
 
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
@@ -229,20 +229,17 @@ fn check_base_url(base_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads, changes and writes one record (the version bump makes every
-/// relay instance see it on its next request).
+/// Changes one record (its new version makes every relay instance see it
+/// on its next request).
 async fn update(
     store: &Store,
     id: &str,
     change: impl FnOnce(&mut AccountRecord),
 ) -> anyhow::Result<()> {
-    let mut record = store
-        .account(id)
+    store
+        .update_account(id, change)
         .await?
         .with_context(|| format!("no account {id}"))?;
-    change(&mut record);
-    // Only over the record as it is there: one removed meanwhile stays so.
-    store.write_account(&record, Put::Existing).await?;
     Ok(())
 }
 

@@ -355,13 +355,13 @@ async fn enable_account(State(state): State<AppState>, Id(id): Id) -> Answer {
 /// Written only over the account as it is there: one removed meanwhile
 /// stays removed.
 async fn set_schedulable(state: &AppState, id: &str, schedulable: bool) -> Result<(), RelayError> {
-    let mut record = existing_account(state, id).await?;
-    record.schedulable = schedulable;
     state
         .store
-        .write_account(&record, Put::Existing)
+        .update_account(id, |record| record.schedulable = schedulable)
         .await
-        .map_err(refused)
+        .map_err(store_error)?
+        .ok_or_else(|| not_found("account", id.to_owned()))?;
+    Ok(())
 }
 
 async fn remove_account(State(state): State<AppState>, Id(id): Id) -> Answer {

@@ -40,6 +40,25 @@ impl Store {
         self.write_account(record, Put::Upsert).await
     }
 
+    /// Reads the account, applies `change` and writes it back over the
+    /// record that is there: `None` when there is no such account (any
+    /// more), so one removed meanwhile stays removed.
+    pub async fn update_account(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut AccountRecord),
+    ) -> StoreResult<Option<AccountRecord>> {
+        let Some(mut record) = self.account(id).await? else {
+            return Ok(None);
+        };
+        change(&mut record);
+        match self.write_account(&record, Put::Existing).await {
+            Ok(()) => Ok(Some(record)),
+            Err(StoreError::Gone { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Writes the account; with [`Put::Create`], only when its id is new.
     pub async fn write_account(&self, record: &AccountRecord, write: Put) -> StoreResult<()> {
         let written: i64 = redis::Script::new(PUT_ACCOUNT)
