@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use claude_relay::limits::{lease, periods, status};
 use claude_relay::usage::record::Subject;
 use futures::StreamExt;
-use mock_upstream::{SseStandard, sse};
+use mock_upstream::sse;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -279,16 +279,6 @@ async fn relay_instances_on_one_redis_hold_an_account_limit_together() {
     }
 }
 
-/// Case C03 a, which costs 1093500 n$.
-fn case_a() -> Answer {
-    Answer::sse_standard(SseStandard {
-        input: 4,
-        cache_read: 2455,
-        output: 23,
-        ..SseStandard::default()
-    })
-}
-
 /// Account A with a quota below one case a, and B; it is about noon in
 /// the usage offset, so no test run meets the end of the day.
 async fn over_quota_env(accounts: Vec<Value>) -> TestEnv {
@@ -297,7 +287,8 @@ async fn over_quota_env(accounts: Vec<Value>) -> TestEnv {
         .config(|config| config.usage_utc_offset = midday_offset())
         .start()
         .await;
-    env.mock.push_answers("sk-up-A", vec![case_a()]);
+    env.mock
+        .push_answers("sk-up-A", vec![crate::harness::case_c03_a()]);
     let first = env.post_messages(K1, body(true)).await;
     assert_eq!(first.status, 200, "{}", first.text());
     let counted = env.usage_after(Subject::Account("acct-a"), 1).await;

@@ -207,17 +207,8 @@ async fn usage_command_reports_the_numbers_the_relay_counted() {
     use claude_relay::usage::record::Subject;
     use secrecy::ExposeSecret;
     let env = crate::harness::TestEnv::start().await;
-    env.mock.push_answers(
-        "sk-up-A",
-        vec![crate::harness::Answer::sse_standard(
-            mock_upstream::SseStandard {
-                input: 4,
-                cache_read: 2455,
-                output: 23,
-                ..Default::default()
-            },
-        )],
-    );
+    env.mock
+        .push_answers("sk-up-A", vec![crate::harness::case_c03_a()]);
     env.post_messages(K1, body(true)).await;
     env.usage_after(Subject::Key("key-1"), 1).await;
     let redis_url = env.config.redis.url.expose_secret().to_owned();

@@ -3,11 +3,10 @@
 //! Costs are those of case C03 a: 1093500 n$ and 2482 tokens.
 
 use claude_relay::usage::record::Subject;
-use mock_upstream::SseStandard;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Answer, K1, TestEnv, TestResponse, body, midday_offset, snapshot};
+use crate::harness::{K1, TestEnv, TestResponse, body, midday_offset, snapshot};
 
 const KB: &str = "cr_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const KEY: Subject<'static> = Subject::Key("key-b");
@@ -19,15 +18,6 @@ const JUST_OVER_CASE_A_USD: f64 = 0.001093501;
 const CASE_A_TOKENS: u64 = 4 + 2455 + 23;
 /// A window no test run crosses the end of.
 const MONTH: u64 = 30 * 86_400;
-
-fn case_a() -> Answer {
-    Answer::sse_standard(SseStandard {
-        input: 4,
-        cache_read: 2455,
-        output: 23,
-        ..SseStandard::default()
-    })
-}
 
 /// Key `key-b` with these limit fields, on a relay where it is about noon.
 async fn start_with(limits: Value) -> TestEnv {
@@ -44,7 +34,8 @@ async fn start_with(limits: Value) -> TestEnv {
 
 /// Sends case a, waits until it is counted, and sends one more request.
 async fn next_after_case_a(env: &TestEnv) -> TestResponse {
-    env.mock.push_answers("sk-up-A", vec![case_a()]);
+    env.mock
+        .push_answers("sk-up-A", vec![crate::harness::case_c03_a()]);
     let first = env.post_messages(KB, body(true)).await;
     assert_eq!(first.status, 200, "{}", first.text());
     env.usage_after(KEY, 1).await;
@@ -233,7 +224,8 @@ async fn a_family_budget_is_charged_by_the_requested_model_whatever_the_account_
         .start()
         .await;
     let opus = r#"{"model":"claude-opus-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    env.mock.push_answers("sk-up-A", vec![case_a()]);
+    env.mock
+        .push_answers("sk-up-A", vec![crate::harness::case_c03_a()]);
 
     let first = env.post_messages(KB, opus).await;
     env.usage_after(KEY, 1).await;

@@ -25,6 +25,17 @@ pub fn fresh_prefix() -> String {
     format!("t-{}:", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
+/// The upstream's answer in case C03 a: 4 input, 2455 cache-read and 23
+/// output tokens, which cost 1093500 n$ on Sonnet 4.5.
+pub fn case_c03_a() -> Answer {
+    Answer::sse_standard(mock_upstream::SseStandard {
+        input: 4,
+        cache_read: 2455,
+        output: 23,
+        ..mock_upstream::SseStandard::default()
+    })
+}
+
 /// The standard request body of the cases.
 pub fn body(stream: bool) -> String {
     format!(
